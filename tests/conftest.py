@@ -1,0 +1,45 @@
+"""Fixtures shared by the kit's own tests.
+
+The tests run offline: unless the caller chose otherwise, models get the seeded random weights of
+the ``GRADCAM_WEIGHTS=random`` policy (see ``source/TP2_GradCAM/tp2_utils.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADCAM_WEIGHTS", "random")
+
+from gradcam_kit.course import Course  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def course() -> Course:
+    """The course in this repository."""
+    return Course.locate(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def tp2_utils(course):
+    """The shipped helper module, imported from the course's source folder."""
+    return course.tp2_utils
+
+
+@pytest.fixture(scope="session")
+def image_paths(course, tp2_utils) -> list[Path]:
+    """The course images, sorted by name (placed by ``gradcam-kit images``)."""
+    paths = tp2_utils.list_images(course.images_dir)
+    if not paths:
+        pytest.fail(f"no images in {course.images_dir}: run `gradcam-kit images` first")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def two_cats_path(course) -> Path:
+    """The image on which pretrained models predict Egyptian cat, tabby, tiger cat."""
+    return course.images_dir / "2637374064_fab14ec0b8.jpg"
