@@ -185,7 +185,7 @@ _ARCHITECTURES = {
 
 # Checkpoints saved by old torchvision releases name DenseNet's layers "norm.1" instead of "norm1".
 _LEGACY_DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 _random_notice_given: set[str] = set()
