@@ -16,10 +16,11 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Iterator
 
 from gradcam_kit.course import Course
 from gradcam_kit.errors import KitError
+from gradcam_kit.progress import ProgressBar
 
 MANIFEST_NAME = "manifest.json"
 
@@ -115,16 +116,19 @@ def read_source(source: Path, manifest: Manifest) -> dict[str, bytes]:
     return members
 
 
-def download(url: str, destination: Path, expected_sha256: str, report: Callable[[int, int], None]) -> None:
-    """Download ``url`` to ``destination`` and refuse it unless its sha256 is the expected one."""
+def download(url: str, destination: Path, expected_sha256: str) -> None:
+    """Download ``url`` to ``destination``, with a progress bar, and refuse it unless its sha256 is
+    the expected one."""
     try:
         with urllib.request.urlopen(url, timeout=60) as response, destination.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while block := response.read(1 << 16):
+            bar = ProgressBar(total, "downloading TP2_images.zip (bytes)") if total else None
+            while block := response.read(1 << 18):
                 out.write(block)
-                done += len(block)
-                report(done, total)
+                if bar is not None:
+                    bar.advance(steps=len(block))
+            if bar is not None:
+                bar.close()
     except OSError as error:
         raise KitError(
             f"could not download {url} ({error}). Copy TP2_images.zip here by other means and run "
@@ -132,15 +136,6 @@ def download(url: str, destination: Path, expected_sha256: str, report: Callable
         ) from error
     if sha256_of_file(destination) != expected_sha256:
         raise KitError(f"the archive downloaded from {url} has an unexpected checksum; refusing it")
-
-
-def _print_progress(done: int, total: int) -> None:
-    if total:
-        filled = int(30 * done / total)
-        print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done / 1e6:5.1f}/{total / 1e6:.1f} MB",
-              end="", file=sys.stderr, flush=True)
-    else:
-        print(f"\r  {done / 1e6:5.1f} MB", end="", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,8 +167,7 @@ def place_images(course: Course, source: Path | None = None) -> list[str]:
         if source is None:
             archive = Path(scratch) / "TP2_images.zip"
             print(f"Downloading {manifest.archive_url}", file=sys.stderr)
-            download(manifest.archive_url, archive, manifest.archive_sha256, _print_progress)
-            print(file=sys.stderr)
+            download(manifest.archive_url, archive, manifest.archive_sha256)
             source = archive
         members = read_source(Path(source), manifest)
 
