@@ -39,15 +39,15 @@ How it is computed
 One forward pass serves all ``T`` target classes of every image:
 
 1. The model runs with autograd off, so the part before the layer builds no graph.
-2. A forward hook on the layer takes its output ``O`` and makes a leaf ``P = O.detach()`` that
+2. A forward hook on the layer takes its output ``O`` and makes a leaf ``P``, a copy of ``O`` that
    requires grad; it switches autograd on and hands the model a copy ``Q = P.clone()`` in place
    of ``O``. ``Q`` is not a leaf, so the model may still modify it in place (DenseNet's ReLU).
 3. After the forward pass, ``P`` holds the value the layer returned and ``Q`` the value the rest
    of the network consumed. ``torch.autograd.grad`` with respect to ``P`` gives the gradient
    through any in-place change of ``Q``; with respect to ``Q`` it gives the gradient with respect
    to ``Q``'s final value. The backward pass stops there: it never enters the layer.
-4. The ``T`` gradients come from one batched backward pass (``is_grads_batched``), seeded with
-   one-hot rows: in eval mode the images of a batch are independent, so the gradient of
+4. The graph from the layer to the scores is kept and walked back once per target rank ``t``:
+   in eval mode the images of a batch are independent, so the gradient of
    ``sum_n y[n, targets[n, t]]`` with respect to ``A[n]`` is ``dy[n, targets[n, t]] / dA[n]``.
 
 The model is left as it was found: the hook is removed (also on error), every module's training
@@ -184,7 +184,6 @@ def grad_cam_parts(
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a tensor of shape (N, 3, H, W), not {_describe(images)}")
     module = resolve_layer(model, layer)
-    target_table = _target_table(targets, images.shape[0], images.device)
 
     tap = _LayerTap()
     handle = module.register_forward_hook(tap)
@@ -192,7 +191,8 @@ def grad_cam_parts(
     grad_was_enabled = torch.is_grad_enabled()
     try:
         model.eval()
-        with torch.inference_mode(False):
+        with torch.inference_mode(False):  # autograd must work even if the caller disabled it
+            target_table = _target_table(targets, images.shape[0], images.device)
             torch.set_grad_enabled(False)  # the hook switches autograd on at the layer
             scores = model(images)
             _check_run(tap, scores, images.shape[0], module)
@@ -272,10 +272,9 @@ class _LayerTap:
                 f"not {_describe(output)}"
             )
         torch.set_grad_enabled(True)
-        source = output.detach()
-        if source.is_inference():
-            source = source.clone()
-        self.returned = source.requires_grad_(True)
+        # A copy of its own: no other alias of the output (an in-place layer's input, say) can
+        # change it behind our back, and it is a normal tensor even under inference mode.
+        self.returned = output.detach().clone().requires_grad_(True)
         self.consumed = self.returned.clone()
         return self.consumed
 
@@ -304,11 +303,11 @@ def _target_table(targets: int | Tensor | Sequence[Sequence[int]], batch: int, d
         raise TypeError(f"targets must hold integers, not {table.dtype}")
     if table.ndim != 2 or table.shape[0] != batch or table.shape[1] == 0:
         raise ValueError(f"targets must have shape (N, T) = ({batch}, T >= 1), not {tuple(table.shape)}")
-    return table.long()
+    return table.long().clone()  # a normal tensor, even if ``targets`` came from inference mode
 
 
 def _target_gradients(scores: Tensor, wrt: Tensor, target_table: Tensor) -> Tensor:
-    """Gradients of the target scores with respect to ``wrt``, all targets in one backward pass.
+    """Gradients of the target scores with respect to ``wrt``, from one forward graph.
 
     Parameters
     ----------
@@ -319,24 +318,28 @@ def _target_gradients(scores: Tensor, wrt: Tensor, target_table: Tensor) -> Tens
     Returns
     -------
     Tensor, shape (T, N, K, h, w)
-        ``out[t, n] = d scores[n, target_table[n, t]] / d wrt[n]`` (images are independent).
+        ``out[t, n] = d scores[n, target_table[n, t]] / d wrt[n]``.
+
+    Notes
+    -----
+    In eval mode the images of a batch are independent, so the gradient of
+    ``sum_n scores[n, target_table[n, t]]`` with respect to ``wrt[n]`` is the gradient of image
+    ``n``'s own score. Each target rank ``t`` is one backward pass over the (short) graph between
+    the layer and the scores, which is kept between passes. On the CPU this loop was faster than
+    one vectorised pass (``is_grads_batched=True``) when the graph holds convolutions, and as fast
+    otherwise (``benchmarks/reference.py`` times the whole).
     """
     n_targets = target_table.shape[1]
     if not scores.requires_grad:  # the scores do not depend on the layer at all
         return wrt.new_zeros((n_targets, *wrt.shape))
-    # seeds[t, n, c] = 1 where c == target_table[n, t]
-    seeds = torch.zeros((n_targets, *scores.shape), dtype=scores.dtype, device=scores.device)
-    seeds.scatter_(2, target_table.t().unsqueeze(-1), 1.0)
-    if n_targets == 1:
-        (gradient,) = torch.autograd.grad(scores, wrt, grad_outputs=seeds[0], allow_unused=True)
-        gradient = None if gradient is None else gradient.unsqueeze(0)
-    else:
+    gradients = []
+    for rank in range(n_targets):
+        chosen = scores.gather(1, target_table[:, rank : rank + 1]).sum()
         (gradient,) = torch.autograd.grad(
-            scores, wrt, grad_outputs=seeds, is_grads_batched=True, allow_unused=True
+            chosen, wrt, retain_graph=rank < n_targets - 1, allow_unused=True
         )
-    if gradient is None:  # the layer runs, but the scores do not depend on it
-        return wrt.new_zeros((n_targets, *wrt.shape))
-    return gradient
+        gradients.append(torch.zeros_like(wrt) if gradient is None else gradient)
+    return torch.stack(gradients)
 
 
 def _describe(value: object) -> str:
