@@ -1,0 +1,53 @@
+"""Grade several notebooks in one process: ``python -m autograder_tests --out DIR NB1.ipynb NB2.ipynb ...``.
+
+Each notebook gets its own pytest session of the judge (its own worker, its own results), exactly
+as ``python -m pytest autograder_tests --submission NB.ipynb`` would grade it, but the process,
+its imports and the reference computations are shared: after the first notebook, a submission
+costs only its worker and the student's own computations.
+
+For each ``NB.ipynb`` it writes ``DIR/NB.json`` (the results) and ``DIR/NB/`` (the artifacts), and
+prints one line with the points and the seconds it took. The exit status is 0 when every notebook
+was graded (whatever its points), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder_tests", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="where to write NB.json and NB/ for each notebook")
+    parser.add_argument("--course", type=Path, help="the course folder (default: the one holding the judge)")
+    parser.add_argument("--reference-cache", type=Path, help="keep reference arrays in this folder")
+    parser.add_argument("--verbose", action="store_true", help="show pytest's report of each notebook")
+    options = parser.parse_args(argv)
+    options.out.mkdir(parents=True, exist_ok=True)
+    graded = True
+    for notebook in options.notebooks:
+        stem = notebook.stem
+        arguments = [str(HERE), "--submission", str(notebook), "--results-json", str(options.out / f"{stem}.json"),
+                     "--artifacts", str(options.out / stem), "-p", "no:cacheprovider",
+                     "-q" if options.verbose else "-qq"]
+        if options.course:
+            arguments += ["--course", str(options.course)]
+        if options.reference_cache:
+            arguments += ["--reference-cache", str(options.reference_cache)]
+        started = time.perf_counter()
+        status = pytest.main(arguments)
+        seconds = time.perf_counter() - started
+        graded &= int(status) in (0, 1)
+        print(f"[autograder] {notebook.name}: exit status {int(status)}, {seconds:.1f} s", flush=True)
+    return 0 if graded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

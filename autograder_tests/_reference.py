@@ -1,0 +1,418 @@
+"""The judge's side: images, models and reference values, computed once.
+
+Everything here runs in the judge's process, on the judge's own copy of each model
+(:func:`gradcam_kit.grading.models.build_model`, the same function the worker uses, so the same
+weights). Nothing here is sent to the worker.
+
+Reference values depend only on the course, the weights policy and the case (model, image, class,
+layer), never on the submission. :class:`References` keeps them in a module-level cache, so that
+a process grading several submissions (``python -m autograder_tests``) computes each of them once,
+and, when given a folder (``--reference-cache`` or ``$GRADCAM_REFERENCE_CACHE``), also on disk,
+so that separate judge processes share them. The disk entries are keyed by a fingerprint of
+everything they depend on (the answer key, the reference, the model builders, the helper module,
+the weights policy and file, the images, torch's version).
+
+Tolerances
+----------
+All arithmetic is float32, whose unit roundoff is ``u = 2**-24 ~ 6e-8``. Two correct programs that
+compute the same sum of ``n`` terms in different orders differ by at most about ``n * u`` times the
+sum of the terms' absolute values (the classical bound for recursive summation; blocked or
+pairwise summation does better). Each tolerance in the checks is that bound for the operation at
+hand, stated where it is used, with two more effects:
+
+* the worker and the judge run the same model in different processes, possibly with another
+  number of threads, hence another order of summation inside the convolutions. Over DenseNet-121
+  this changes activations and gradients by about ``3e-7`` of their scale (measured);
+  :data:`FORWARD_RELATIVE` allows ``1e-5``.
+* a normalised map ``(m - min) / (max - min)`` divides errors by the map's range: an error bound on
+  ``m`` relative to the size of its terms becomes, on the normalised map, that bound times
+  ``kappa = max_pixel(sum_k |alpha_k A_k|) / (max m - min m)``, computed for each case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradcam_kit.course import Course, load_module_from
+from gradcam_kit.grading.models import CONTRAST_DOMINANT_CLASS, build_model
+from gradcam_kit.grading.protocol import ModelSpec
+
+U32 = 2.0**-24
+"""float32 unit roundoff."""
+FORWARD_RELATIVE = 1e-5
+"""Allowed relative difference between two processes' forward/backward passes (measured: 3e-7)."""
+
+CONVENTIONS = ("pre_relu", "post_relu", "mixed")
+
+DENSENET = ModelSpec("densenet121")
+RESNET = ModelSpec("resnet18")
+CONTRAST = ModelSpec("densenet121", head="contrast")
+EFFICIENTNET = ModelSpec("efficientnet_lite0")
+EFFICIENTNET_LAYER = "head_activation"
+"""``gradcam_kit.efficientnet.GRADCAM_LAYER``: (N, 1280, 7, 7), nothing in place after it."""
+
+CATS = "2637374064_fab14ec0b8.jpg"
+"""Two cats: pretrained models predict Egyptian cat, tabby, tiger cat."""
+WOMAN_DOG = "2068921624_ef0986de13.jpg"
+SECOND_DOG = "3633949157_f577605ea9.jpg"
+
+MAP_MARGIN = 0.25
+"""Two maps (in [0, 1]) count as clearly different when they differ by this much somewhere:
+over 100 times the largest tolerance on a map (about 2e-3)."""
+CANDIDATE_RANKS = (2, 1, 3, 4, 5, 6)
+"""Ranks of the classes tried, in order, when a case needs a class that is not the argmax."""
+CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
+
+_CACHE: dict[tuple, dict] = {}
+"""In-memory reference values by (course root, weights policy); see :class:`References`."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One Grad-CAM situation: a model, an image, a class, a layer."""
+
+    spec: ModelSpec
+    image: str
+    class_idx: int
+    layer: str
+
+    def describe(self) -> str:
+        """In the student's words, e.g. ``densenet121, class 162 at `features`, image 26...jpg``."""
+        model = self.spec.arch + (" with a special classifier head" if self.spec.head else "")
+        return f"{model}, class {self.class_idx}, layer `{self.layer}`, image {self.image}"
+
+
+@dataclass(frozen=True)
+class CaptureArrays:
+    """What a layer produced and received for one case (float32 arrays of shape (1, K, h, w)).
+
+    ``returned``: the output as the layer returned it; ``consumed``: the same tensor at the end
+    of the forward pass (rectified in place after DenseNet's ``features``); ``grad_*``: the
+    gradient of the raw score with respect to each. ``scores``: the raw scores (1, C).
+    """
+
+    returned: np.ndarray
+    consumed: np.ndarray
+    grad_returned: np.ndarray
+    grad_consumed: np.ndarray
+    scores: np.ndarray
+
+    def pair(self, convention: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(activations, gradients)`` under ``convention`` (see ``gradcam_reference``)."""
+        if convention == "post_relu":
+            return self.consumed, self.grad_consumed
+        if convention == "pre_relu":
+            return self.returned, self.grad_returned
+        if convention == "mixed":
+            return self.consumed, self.grad_returned
+        raise ValueError(convention)
+
+    @property
+    def modified_in_place(self) -> bool:
+        """Whether the model changed the layer's output after the layer (the conventions differ)."""
+        return not (np.array_equal(self.returned, self.consumed)
+                    and np.array_equal(self.grad_returned, self.grad_consumed))
+
+
+CONVENTION_WORDS = {
+    "pre_relu": "the output of the layer as it returned it (a clone), with the gradient with respect to it",
+    "post_relu": "the output after DenseNet's in-place ReLU, with the gradient with respect to that",
+    "mixed": "the output after DenseNet's in-place ReLU (no clone), with the gradient with respect to "
+             "the output before it",
+}
+
+
+def weights_policy() -> str:
+    return os.environ.get("GRADCAM_WEIGHTS", "").strip() or "imagenet"
+
+
+# ------------------------------------------------------------------------------------------------
+# the disk cache
+# ------------------------------------------------------------------------------------------------
+class DiskCache:
+    """Reference arrays in ``folder``, one ``.npz`` per entry, keyed by ``fingerprint`` and the key.
+
+    Entries are written atomically (temporary file, then rename), so judges running side by side
+    may share the folder; a damaged entry is recomputed.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: tuple) -> Path:
+        digest = hashlib.sha256(f"{self.fingerprint}|{key!r}".encode()).hexdigest()
+        return self.folder / f"{digest[:40]}.npz"
+
+    def get(self, key: tuple) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self._path(key), allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def put(self, key: tuple, arrays: Mapping[str, np.ndarray]) -> None:
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+            os.replace(temporary, self._path(key))
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+def fingerprint(course: Course) -> str:
+    """What every reference value depends on, besides its case."""
+    import gradcam_kit.efficientnet as efficientnet
+    import gradcam_kit.grading.models as models
+
+    digest = hashlib.sha256()
+    files = [course.solutions_dir / "answer_key.py", course.reference_module, course.helper_module,
+             Path(models.__file__), Path(efficientnet.__file__)]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    policy = weights_policy()
+    digest.update(f"policy={policy}|torch={torch.__version__}".encode())
+    if Path(policy).expanduser().is_file():
+        info = Path(policy).expanduser().stat()
+        digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
+    for name in sorted({CATS, WOMAN_DOG, SECOND_DOG}):
+        path = course.images_dir / name
+        if path.is_file():
+            digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# references
+# ------------------------------------------------------------------------------------------------
+class References:
+    """Reference computations for one course, cached for the life of the process (and on disk).
+
+    Parameters
+    ----------
+    course : Course
+    cache_dir : Path, optional
+        Where to keep reference arrays between processes; default ``$GRADCAM_REFERENCE_CACHE``,
+        else nowhere.
+    """
+
+    def __init__(self, course: Course, cache_dir: Path | None = None) -> None:
+        self.course = course
+        self._memory = _CACHE.setdefault((str(course.root), weights_policy()), {})
+        folder = cache_dir or (Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else None)
+        self._disk = DiskCache(Path(folder), fingerprint(course)) if folder else None
+
+    # -- modules ---------------------------------------------------------------------------
+    @cached_property
+    def tp2_utils(self):
+        return self.course.tp2_utils
+
+    @cached_property
+    def key(self):
+        """``solutions/answer_key.py``."""
+        return load_module_from(self.course.solutions_dir / "answer_key.py", "answer_key")
+
+    def model(self, spec: ModelSpec) -> nn.Module:
+        """A fresh model, as the worker builds it."""
+        return build_model(spec, helpers=self.tp2_utils)
+
+    def class_names(self) -> list[str]:
+        if "names" not in self._memory:
+            self._memory["names"] = list(self.tp2_utils.class_names())
+        return self._memory["names"]
+
+    # -- caching ---------------------------------------------------------------------------
+    def _lookup(self, key: tuple) -> dict[str, np.ndarray] | None:
+        """The arrays kept under ``key`` in memory or on disk, or ``None``."""
+        if key not in self._memory and self._disk is not None:
+            value = self._disk.get(key)
+            if value is not None:
+                self._memory[key] = value
+        return self._memory.get(key)
+
+    def _arrays(self, key: tuple, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """``compute()``, a dict of arrays, cached in memory and on disk under ``key``."""
+        value = self._lookup(key)
+        if value is None:
+            value = {name: np.ascontiguousarray(array) for name, array in compute().items()}
+            if self._disk:
+                self._disk.put(key, value)
+            self._memory[key] = value
+        return value
+
+    # -- inputs ----------------------------------------------------------------------------
+    def image(self, name: str) -> np.ndarray:
+        """The course image ``name``, preprocessed: float32 (1, 3, 224, 224)."""
+        key = ("image", name)
+        if key not in self._memory:
+            batch = self.tp2_utils.load_batch([self.course.images_dir / name])
+            self._memory[key] = batch.numpy().astype(np.float32)
+        return self._memory[key]
+
+    # -- reference values ------------------------------------------------------------------
+    def scores(self, spec: ModelSpec, image: str) -> np.ndarray:
+        """Raw class scores (C,) of ``image``."""
+        def compute() -> dict[str, np.ndarray]:
+            with torch.no_grad():
+                return {"scores": self.model(spec)(torch.from_numpy(self.image(image)))[0].numpy()}
+
+        return self._arrays(("scores", spec, image), compute)["scores"]
+
+    def ranked_classes(self, spec: ModelSpec, image: str) -> list[int]:
+        """Class indices by decreasing score (no ties in practice: scores are float32 sums)."""
+        return [int(i) for i in np.argsort(-self.scores(spec, image), kind="stable")]
+
+    def capture(self, case: Case) -> CaptureArrays:
+        """Activations and gradients of the case's layer, under every convention."""
+        def compute() -> dict[str, np.ndarray]:
+            image = torch.from_numpy(self.image(case.image))
+            cap = self.key.capture(self.model(case.spec), image, case.class_idx, case.layer)
+            return {name: tensor.detach().numpy() for name, tensor in cap._asdict().items()}
+
+        arrays = self._arrays(("capture", case), compute)
+        return CaptureArrays(**arrays)
+
+    def in_place(self, spec: ModelSpec, image: str, layer: str) -> bool:
+        """Whether the model modifies ``layer``'s output in place (then the conventions differ)."""
+        top = self.ranked_classes(spec, image)[0]
+        return self.capture(Case(spec, image, top, layer)).modified_in_place
+
+    def class_maps(self, spec: ModelSpec, image: str, layer: str, classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
+        """Normalised reference maps (H, W) of several classes, under each convention.
+
+        One call of ``gradcam_reference.grad_cam`` per convention serves all the classes (one
+        forward pass). Where the layer's output is not modified in place, the three conventions
+        are the same map and one pass is made.
+        """
+        classes = [int(c) for c in classes]
+        conventions = CONVENTIONS if self.in_place(spec, image, layer) else ("pre_relu",)
+        missing = [c for c in classes if self._lookup(("maps", spec, image, c, layer)) is None]
+        if missing:
+            model = self.model(spec)
+            batch = torch.from_numpy(self.image(image))
+            per_convention = {}
+            for convention in conventions:
+                raw = self.key.reference.grad_cam(model, batch, [missing], layer, convention=convention,
+                                                  size=tuple(batch.shape[-2:]))
+                per_convention[convention] = self.key.reference.normalize_maps(raw[0]).numpy()
+            for index, class_idx in enumerate(missing):
+                maps = {conv: per_convention[conv][index] for conv in conventions}
+                self._arrays(("maps", spec, image, class_idx, layer), lambda maps=maps: maps)
+        result = {}
+        for class_idx in classes:
+            maps = dict(self._arrays(("maps", spec, image, class_idx, layer), _unreachable))
+            for convention in CONVENTIONS:
+                maps.setdefault(convention, maps["pre_relu"])
+            result[class_idx] = maps
+        return result
+
+    def maps(self, case: Case) -> dict[str, np.ndarray]:
+        """The normalised reference map (H, W) of ``case`` under each convention."""
+        return self.class_maps(case.spec, case.image, case.layer, [case.class_idx])[case.class_idx]
+
+    def softmax_maps(self, spec: ModelSpec, image: str, layer: str, classes: Iterable[int]) -> dict[int, np.ndarray]:
+        """The maps a program gets by explaining the softmax probability instead of the raw score."""
+        classes = [int(c) for c in classes]
+
+        def compute() -> dict[str, np.ndarray]:
+            model = self.model(spec)
+            wrapped = nn.Sequential(model, nn.Softmax(dim=1)).eval()
+            batch = torch.from_numpy(self.image(image))
+            raw = self.key.reference.grad_cam(wrapped, batch, [classes], model.get_submodule(layer),
+                                              convention="pre_relu", size=tuple(batch.shape[-2:]))
+            return {str(c): m for c, m in zip(classes, self.key.reference.normalize_maps(raw[0]).numpy())}
+
+        arrays = self._arrays(("softmax", spec, image, layer, tuple(classes)), compute)
+        return {c: arrays[str(c)] for c in classes}
+
+    def kappa(self, case: Case) -> float:
+        """``max_pixel(sum_k |alpha_k A_k|) / range(L)`` at the layer's resolution (module doc).
+
+        The largest over the three conventions, and at least 1: how much an error relative to the
+        terms of the weighted sum grows once the map is normalised.
+        """
+        key = ("kappa", case)
+        if key not in self._memory:
+            capture = self.capture(case)
+            worst = 1.0
+            for convention in CONVENTIONS:
+                activations, gradients = (a.astype(np.float64) for a in capture.pair(convention))
+                terms = gradients.mean(axis=(2, 3))[:, :, None, None] * activations
+                cam = np.maximum(terms.sum(axis=1), 0.0)
+                span = cam.max() - cam.min()
+                if span > 0:
+                    worst = max(worst, float(np.abs(terms).sum(axis=1).max() / span))
+            self._memory[key] = worst
+        return self._memory[key]
+
+    def map_tolerance(self, case: Case) -> float:
+        """Largest accepted error on a normalised map of ``case`` (values in [0, 1]).
+
+        The raw map sums ``K`` channels of ``alpha_k A_k``, each ``alpha_k`` a mean of ``n = hw``
+        gradients: two orders of summation differ by at most ``(K + n) u`` of the terms' absolute
+        sum, for each of the two programs, and the two processes' passes add
+        :data:`FORWARD_RELATIVE`. Upsampling is a convex combination (no growth); the
+        normalisation multiplies by ``kappa``. For DenseNet's ``features`` (K = 1024, n = 49) and
+        kappa about 10, this is about 1.5e-3.
+        """
+        _, k, h, w = self.capture(case).returned.shape
+        return (2 * (k + h * w + 2) * U32 + FORWARD_RELATIVE) * self.kappa(case)
+
+    # -- choosing the cases -----------------------------------------------------------------
+    def distinct_class(self, spec: ModelSpec, image: str, layer: str, exclude: Iterable[int] = ()) -> Case:
+        """A case whose class is not the argmax and whose map clearly differs from the argmax's.
+
+        Every accepted map of the chosen class (any convention) differs by at least
+        :data:`MAP_MARGIN` from every accepted map of the argmax, so that a program explaining
+        the predicted class instead of ``class_idx`` fails.
+        """
+        key = ("distinct", spec, image, layer, tuple(exclude))
+        if key not in self._memory:
+            order = [c for c in self.ranked_classes(spec, image)]
+            candidates = [order[r] for r in CANDIDATE_RANKS if order[r] not in set(exclude)]
+            maps = self.class_maps(spec, image, layer, [order[0], *candidates])
+            chosen = next((c for c in candidates if min_distance(maps[c], maps[order[0]]) >= MAP_MARGIN), None)
+            if chosen is None:
+                raise RuntimeError(f"no class of {spec} on {image} has a map clearly unlike the argmax's at {layer}")
+            self._memory[key] = Case(spec, image, chosen, layer)
+        return self._memory[key]
+
+    def contrast_case(self) -> Case:
+        """The contrast head's case: a class other than the dominant one (the argmax), whose raw-score
+        map is clearly unlike its softmax map (the other classes of this head read the same
+        channels, so their maps resemble each other: the argmax is tested by the other cases)."""
+        key = ("contrast-case",)
+        if key not in self._memory:
+            order = [c for c in self.ranked_classes(CONTRAST, CATS) if c != CONTRAST_DOMINANT_CLASS]
+            candidates = order[:4]
+            maps = self.class_maps(CONTRAST, CATS, "features", candidates)
+            softmax = self.softmax_maps(CONTRAST, CATS, "features", candidates)
+            chosen = next((c for c in candidates
+                           if min_distance(maps[c], {"softmax": softmax[c]}) >= MAP_MARGIN), None)
+            if chosen is None:
+                raise RuntimeError("the contrast head gives no class whose softmax map differs")
+            self._memory[key] = Case(CONTRAST, CATS, chosen, "features")
+        return self._memory[key]
+
+
+def _unreachable() -> dict[str, np.ndarray]:
+    raise AssertionError("reference maps should have been computed already")
+
+
+def min_distance(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]) -> float:
+    """The smallest largest-absolute-difference between a map of ``first`` and one of ``second``."""
+    return min(float(np.abs(a.astype(np.float64) - b).max())
+               for a in first.values() for b in second.values() if a.shape == b.shape)

@@ -1,0 +1,97 @@
+"""Options and fixtures of the judge.
+
+``python -m pytest autograder_tests --submission S.ipynb [--results-json R.json] [--artifacts DIR]
+[--course DIR] [--reference-cache DIR]``
+
+* ``--submission``: the notebook to grade (required);
+* ``--results-json``: where to write the results (see ``_results``);
+* ``--artifacts``: where to leave files for the feedback page (``heatmap.npz``);
+* ``--course``: the course folder (default: the one holding this folder);
+* ``--reference-cache``: a folder where reference arrays are kept between judge processes (default
+  ``$GRADCAM_REFERENCE_CACHE``, else none: each process computes them once).
+
+The judge runs torch on one thread, as the worker does: both then sum in the same order, and the
+same model gives bitwise the same activations and gradients in both processes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from gradcam_kit.course import Course
+from gradcam_kit.grading.notebook import read_submission
+from gradcam_kit.grading.session import WorkerSession
+
+from ._checks import CHECKS
+from ._judge import GRADED, Judge
+from ._reference import References
+from ._results import ResultsRecorder
+
+HERE = Path(__file__).resolve().parent
+RECORDER = "gradcam-results"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gradcam", "TP2 Grad-CAM judge")
+    group.addoption("--submission", metavar="NOTEBOOK", help="the submitted notebook to grade")
+    group.addoption("--results-json", metavar="FILE", help="write the results (points, feedback) to FILE")
+    group.addoption("--artifacts", metavar="DIR", help="leave files for the feedback page in DIR")
+    group.addoption("--course", metavar="DIR", help="the course folder (default: the one holding the judge)")
+    group.addoption("--reference-cache", metavar="DIR", help="keep reference arrays in DIR between runs")
+
+
+def points_from_source(notebook: Path) -> dict[str, float]:
+    """``test_<function> -> points`` from the source notebook's test cells (the one place for points)."""
+    document = json.loads(notebook.read_text(encoding="utf-8"))
+    points: dict[str, float] = {}
+    for cell in document.get("cells", []):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        grade_id = meta.get("grade_id", "")
+        if meta.get("grade") and grade_id.startswith("test_") and grade_id[len("test_"):] in GRADED:
+            points[grade_id] = float(meta.get("points", 0.0))
+    missing = [f"test_{name}" for name in GRADED if f"test_{name}" not in points]
+    if missing:
+        raise pytest.UsageError(f"the source notebook {notebook} has no graded test cell {missing}")
+    return points
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    submission = config.getoption("--submission", default=None)
+    if submission is None:
+        return  # not a judge run (e.g. the folder was collected by accident); the tests will error
+    course = Course.locate(config.getoption("--course") or HERE.parent)
+    results = config.getoption("--results-json")
+    recorder = ResultsRecorder(Path(submission), points_from_source(course.source_notebook),
+                               Path(results) if results else None)
+    config.pluginmanager.register(recorder, RECORDER)
+    config.stash[_COURSE] = course
+    torch.set_num_threads(1)
+
+
+_COURSE = pytest.StashKey[Course]()
+
+
+@pytest.fixture(scope="session")
+def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
+    """The submission's worker session and the references, for the whole run."""
+    submission = pytestconfig.getoption("--submission")
+    if submission is None:
+        raise pytest.UsageError("the judge needs --submission NOTEBOOK")
+    course = pytestconfig.stash[_COURSE]
+    recorder: ResultsRecorder = pytestconfig.pluginmanager.get_plugin(RECORDER)
+    program = read_submission(Path(submission), course.source_notebook)
+    cache = pytestconfig.getoption("--reference-cache")
+    references = References(course, Path(cache) if cache else None)
+    artifacts = pytestconfig.getoption("--artifacts")
+    with WorkerSession(program, images_dir=course.images_dir, helper_module=course.helper_module) as session:
+        judge = Judge(session, references, CHECKS, Path(artifacts) if artifacts else None)
+        load = session.load()
+        recorder.isolation = load.isolation
+        recorder.notes = list(dict.fromkeys(load.notes))
+        recorder.artifacts = judge.artifacts
+        yield judge

@@ -1,0 +1,562 @@
+"""Sample submissions built from the course: right, empty and wrong on purpose.
+
+* :func:`solution_notebook`: the release notebook with every stub replaced by the source
+  notebook's solution code (what a perfect student hands in);
+* the untouched release (every graded function still raises ``NotImplementedError``);
+* :data:`MUTATIONS`: buggy submissions, each a few small text replacements in the solution code
+  of one cell, with the tests it must fail (and only those: a bug is charged once);
+* :data:`VARIANTS`: correct submissions written in other styles (another hook recipe, another
+  Grad-CAM convention at ``features``), which must earn full marks.
+
+The demo and the kit's validity tests (``tests/test_autograder_*.py``) grade these. A mutation
+whose text no longer occurs in the source notebook raises :class:`SampleError`, so that an edit of
+the notebook cannot silently turn a mutation into a copy of the solution.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import nbformat
+from nbformat import NotebookNode
+
+from gradcam_kit.course import NOTEBOOK, Course
+from gradcam_kit.errors import KitError
+
+__all__ = [
+    "ALL_TESTS",
+    "MUTATIONS",
+    "VARIANTS",
+    "Mutation",
+    "Sample",
+    "SampleError",
+    "Variant",
+    "build_samples",
+    "mutate",
+    "release_notebook",
+    "solution_notebook",
+    "solution_sources",
+    "with_cells",
+    "write_samples",
+]
+
+ALL_TESTS: frozenset[str] = frozenset(
+    f"test_{name}"
+    for name in (
+        "register_gradcam_hooks",
+        "channel_weights",
+        "weighted_cam",
+        "upsample_normalize",
+        "grad_cam",
+        "top_and_least",
+        "show_grad_cam",
+    )
+)
+
+_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)
+
+
+class SampleError(KitError):
+    """A sample cannot be built (no release notebook, a mutation that no longer applies...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the corpus
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mutation:
+    """A bug put into the solution: text replacements in the solution code of one cell.
+
+    Attributes
+    ----------
+    name : str
+        A short identifier (also the sample's file name).
+    function : str
+        The ``grade_id`` of the cell edited.
+    edits : tuple of (old, new)
+        Each ``old`` must occur exactly once in the cell's solution code.
+    fails : frozenset of str
+        The tests this submission must fail; it must pass all the others.
+    description : str
+        The bug, in one line.
+    """
+
+    name: str
+    function: str
+    edits: tuple[tuple[str, str], ...]
+    fails: frozenset[str]
+    description: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A correct submission in another style: whole cells replaced.
+
+    Attributes
+    ----------
+    name : str
+    cells : mapping of grade_id to source
+    description : str
+    """
+
+    name: str
+    cells: Mapping[str, str]
+    description: str
+
+
+def _fails(*names: str) -> frozenset[str]:
+    return frozenset(f"test_{name}" for name in names)
+
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # --- register_gradcam_hooks -----------------------------------------------------------------
+    Mutation(
+        "full_backward_hook", "register_gradcam_hooks",
+        (
+            ("    def keep_gradient(grad):\n        store[\"gradients\"] = grad.detach().clone()\n",
+             "    def keep_gradient(module, grad_input, grad_output):\n"
+             "        store[\"gradients\"] = grad_output[0].detach().clone()\n"),
+            ("        if output.requires_grad:\n", ""),
+            ("            # Registered before the in-place ReLU, this hook receives the gradient with\n"
+             "            # respect to the value that the layer produced.\n"
+             "            output.register_hook(keep_gradient)\n", ""),
+            ("    handles = [layer.register_forward_hook(on_forward)]\n",
+             "    handles = [layer.register_forward_hook(on_forward),\n"
+             "               layer.register_full_backward_hook(keep_gradient)]\n"),
+        ),
+        _fails("register_gradcam_hooks"),
+        "the gradient comes from a module backward hook, which fails on `features` (in-place ReLU)",
+    ),
+    Mutation(
+        "hooks_store_input", "register_gradcam_hooks",
+        (('store["activations"] = output.detach().clone()', 'store["activations"] = inputs[0].detach().clone()'),),
+        _fails("register_gradcam_hooks"),
+        "the forward hook keeps the layer's input instead of its output",
+    ),
+    # --- channel_weights -----------------------------------------------------------------------
+    Mutation(
+        "weights_sum", "channel_weights",
+        (("gradients.mean(dim=(2, 3))", "gradients.sum(dim=(2, 3))"),),
+        _fails("channel_weights"),
+        "the spatial sum instead of the mean (the maps are the same once normalised)",
+    ),
+    Mutation(
+        "weights_syntax_error", "channel_weights",
+        (("    return gradients.mean(dim=(2, 3))\n", "    return gradients.mean(dim=(2, 3)\n"),),
+        _fails("channel_weights"),
+        "a syntax error in the cell: `channel_weights` is not defined at all",
+    ),
+    Mutation(
+        "weights_wrong_axis", "channel_weights",
+        (("gradients.mean(dim=(2, 3))", "gradients.mean(dim=(1, 2))"),),
+        _fails("channel_weights"),
+        "the mean over the wrong axes (channels and rows): (N, w) instead of (N, K)",
+    ),
+    # --- weighted_cam --------------------------------------------------------------------------
+    Mutation(
+        "no_relu", "weighted_cam",
+        (("    return F.relu(combined)\n", "    return combined\n"),),
+        _fails("weighted_cam"),
+        "no ReLU after the weighted sum",
+    ),
+    Mutation(
+        "cam_mean_over_channels", "weighted_cam",
+        (("* activations).sum(dim=1)", "* activations).mean(dim=1)"),),
+        _fails("weighted_cam"),
+        "the mean over the channels instead of the sum",
+    ),
+    # --- upsample_normalize --------------------------------------------------------------------
+    Mutation(
+        "no_upsampling", "upsample_normalize",
+        (
+            ('    maps = F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False)\n',
+             "    maps = cam.unsqueeze(1)\n"),
+            (".reshape(cam.shape[0], *size)", ".reshape(cam.shape)"),
+        ),
+        _fails("upsample_normalize"),
+        "no upsampling: the maps keep the layer's resolution",
+    ),
+    Mutation(
+        "no_normalization", "upsample_normalize",
+        (("    return torch.where(varies, scaled, torch.zeros_like(scaled)).reshape(cam.shape[0], *size)\n",
+          "    return maps.reshape(cam.shape[0], *size)\n"),),
+        _fails("upsample_normalize"),
+        "no min-max normalisation",
+    ),
+    Mutation(
+        "align_corners_true", "upsample_normalize",
+        (('mode="bilinear", align_corners=False)', 'mode="bilinear", align_corners=True)'),),
+        _fails("upsample_normalize"),
+        "bilinear with align_corners=True",
+    ),
+    Mutation(
+        "nearest_upsampling", "upsample_normalize",
+        (('mode="bilinear", align_corners=False)', 'mode="nearest")'),),
+        _fails("upsample_normalize"),
+        "nearest-neighbour upsampling",
+    ),
+    Mutation(
+        "batch_normalization", "upsample_normalize",
+        (
+            ("    low = flat.min(dim=1, keepdim=True).values\n", "    low = flat.min()\n"),
+            ("    span = flat.max(dim=1, keepdim=True).values - low\n", "    span = flat.max() - low\n"),
+        ),
+        _fails("upsample_normalize"),
+        "one min-max over the whole batch instead of one per map",
+    ),
+    # --- grad_cam ------------------------------------------------------------------------------
+    Mutation(
+        "softmax_target", "grad_cam",
+        (("            scores[0, int(class_idx)].backward()\n",
+          "            scores.softmax(dim=1)[0, int(class_idx)].backward()\n"),),
+        _fails("grad_cam"),
+        "back-propagates the softmax probability instead of the raw score",
+    ),
+    Mutation(
+        "argmax_class", "grad_cam",
+        (("            scores[0, int(class_idx)].backward()\n",
+          "            scores[0, int(scores.argmax())].backward()\n"),),
+        _fails("grad_cam"),
+        "explains the predicted class instead of `class_idx`",
+    ),
+    Mutation(
+        "hooks_never_removed", "grad_cam",
+        (("        for handle in handles:\n            handle.remove()\n", ""),),
+        _fails("grad_cam"),
+        "never removes its hooks",
+    ),
+    Mutation(
+        "hooks_kept_on_error", "grad_cam",
+        (
+            ("    finally:\n        for handle in handles:\n            handle.remove()\n"
+             "        model.zero_grad(set_to_none=True)\n",
+             "    except Exception:\n        raise\n    for handle in handles:\n        handle.remove()\n"
+             "    model.zero_grad(set_to_none=True)\n"),
+        ),
+        _fails("grad_cam"),
+        "removes its hooks only when nothing fails (no try/finally)",
+    ),
+    Mutation(
+        "wrong_layer", "grad_cam",
+        (("register_gradcam_hooks(layer)", "register_gradcam_hooks(model.features)"),),
+        _fails("grad_cam"),
+        "always hooks `model.features`, whatever `layer` is",
+    ),
+    Mutation(
+        "train_mode", "grad_cam",
+        (("    model.eval()\n    device", "    model.train()\n    device"),),
+        _fails("grad_cam"),
+        "puts the model in training mode to get gradients (batch norm then uses the batch statistics)",
+    ),
+    # --- top_and_least -------------------------------------------------------------------------
+    Mutation(
+        "topk_ascending", "top_and_least",
+        (("torch.topk(scores, k).indices.tolist()", "scores.argsort()[-k:].tolist()"),),
+        _fails("top_and_least"),
+        "the k best classes in increasing order of score",
+    ),
+    Mutation(
+        "least_is_best", "top_and_least",
+        (("int(scores.argmin())", "int(scores.argmax())"),),
+        _fails("top_and_least"),
+        "the 'least likely' class is the most likely one",
+    ),
+    # --- show_grad_cam -------------------------------------------------------------------------
+    Mutation(
+        "panels_reversed", "show_grad_cam",
+        (("    classes = top_and_least(scores)\n", "    classes = top_and_least(scores)[::-1]\n"),),
+        _fails("show_grad_cam"),
+        "the panels in the reverse order (least likely first)",
+    ),
+    Mutation(
+        "three_panels", "show_grad_cam",
+        (("    classes = top_and_least(scores)\n", "    classes = top_and_least(scores)[:3]\n"),),
+        _fails("show_grad_cam"),
+        "forgets the least likely class",
+    ),
+)
+"""The buggy submissions; each must lose exactly the points of ``fails``."""
+
+
+_HOOKS_MIXED = '''\
+def register_gradcam_hooks(layer):
+    """Keep the output tensor itself (rectified later by DenseNet's in-place ReLU)."""
+    store = {}
+
+    def save_output(module, inputs, output):
+        store["activations"] = output.detach()          # no copy: shares the in-place ReLU
+        output.register_hook(lambda grad: store.update(gradients=grad))
+
+    return store, [layer.register_forward_hook(save_output)]
+'''
+
+_WEIGHTS_FLAT = '''\
+def channel_weights(gradients):
+    n, k = gradients.shape[:2]
+    return gradients.reshape(n, k, -1).sum(dim=-1) / gradients[0, 0].numel()
+'''
+
+_CAM_EINSUM = '''\
+def weighted_cam(activations, weights):
+    return torch.einsum("nk,nkhw->nhw", weights, activations).clamp(min=0)
+'''
+
+_UPSAMPLE_EPS = '''\
+def upsample_normalize(cam, size=(224, 224)):
+    maps = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp(min=1e-12)
+'''
+
+_GRAD_CAM_ONE_HOT = '''\
+def grad_cam(model, image, class_idx, layer):
+    model.eval()
+    store, handles = register_gradcam_hooks(layer)
+    try:
+        model.zero_grad()
+        scores = model(image)
+        seed = torch.zeros_like(scores)
+        seed[0, class_idx] = 1.0
+        scores.backward(gradient=seed)
+        cam = weighted_cam(store["activations"], channel_weights(store["gradients"]))
+        return upsample_normalize(cam, image.shape[2:])[0].detach().cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+'''
+
+_HOOKS_LIVE = '''\
+def register_gradcam_hooks(layer):
+    """Keep the live output (for torch.autograd.grad) and, for a plain backward, its gradient."""
+    store = {}
+
+    def forward_hook(module, inputs, output):
+        store["output"] = output
+        store["activations"] = output.detach()
+        output.register_hook(lambda grad: store.__setitem__("gradients", grad.detach()))
+
+    handle = layer.register_forward_hook(forward_hook)
+    return store, [handle]
+'''
+
+_GRAD_CAM_AUTOGRAD = '''\
+def grad_cam(model, image, class_idx, layer):
+    was_training = model.training
+    model.eval()
+    store, handles = register_gradcam_hooks(layer)
+    try:
+        with torch.enable_grad():
+            score = model(image)[0, class_idx]
+            (gradients,) = torch.autograd.grad(score, store["output"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    activations = store["output"].detach()
+    heatmap = upsample_normalize(weighted_cam(activations, channel_weights(gradients)),
+                                 size=tuple(image.shape[-2:]))
+    return heatmap.squeeze(0).detach().to("cpu")
+'''
+
+_TOP_SORT = '''\
+def top_and_least(scores, k=3):
+    values = scores.detach().flatten().cpu().tolist()
+    order = sorted(range(len(values)), key=lambda i: values[i], reverse=True)
+    return order[:k] + [order[-1]]
+'''
+
+_SHOW_LOOP = '''\
+def show_grad_cam(image, model, layer, class_names):
+    with torch.no_grad():
+        scores = model(image).squeeze(0)
+    chosen = top_and_least(scores, k=3)
+    fig = plt.figure(figsize=(14, 4))
+    for position, idx in enumerate(chosen, start=1):
+        ax = fig.add_subplot(1, 4, position)
+        heatmap = grad_cam(model, image, idx, layer)
+        tp2_utils.show_cam_on_image(ax, image, heatmap, title=f"{class_names[idx]} ({scores[idx]:.2f})")
+    return fig
+'''
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "style_tensor_hook",
+        {"register_gradcam_hooks": _HOOKS_MIXED, "weighted_cam": _CAM_EINSUM, "top_and_least": _TOP_SORT},
+        "a tensor hook on the uncloned output (the 'mixed' convention at `features`), einsum, sorted()",
+    ),
+    Variant(
+        "style_cloned_one_hot",
+        {"channel_weights": _WEIGHTS_FLAT, "upsample_normalize": _UPSAMPLE_EPS,
+         "grad_cam": _GRAD_CAM_ONE_HOT, "show_grad_cam": _SHOW_LOOP},
+        "cloned activations (pre-ReLU), a one-hot backward, a clamped denominator, add_subplot",
+    ),
+    Variant(
+        "style_autograd_grad",
+        {"register_gradcam_hooks": _HOOKS_LIVE, "grad_cam": _GRAD_CAM_AUTOGRAD},
+        "torch.autograd.grad on the live output (the 'post_relu' convention at `features`)",
+    ),
+)
+"""Correct submissions in other styles; each must earn full marks."""
+
+
+# ------------------------------------------------------------------------------------------------
+# building notebooks
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    """A sample submission and what the judge must make of it.
+
+    Attributes
+    ----------
+    name : str
+    notebook : NotebookNode
+    fails : frozenset of str
+        The tests it must fail (it must pass the others).
+    description : str
+    """
+
+    name: str
+    notebook: NotebookNode = field(repr=False)
+    fails: frozenset[str]
+    description: str
+
+
+def _grade_id(cell: NotebookNode) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def _is_solution_code(cell: NotebookNode) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("solution")) and bool(meta.get("grade_id"))
+
+
+def solution_sources(source: NotebookNode) -> dict[str, str]:
+    """The solution code of every solution code cell of the source notebook, markers removed.
+
+    Returns
+    -------
+    dict
+        ``grade_id -> code``: the cell's text without its ``### BEGIN/END SOLUTION`` lines.
+    """
+    return {_grade_id(cell): _MARKER.sub("", cell.source) for cell in source.cells if _is_solution_code(cell)}
+
+
+def release_notebook(course: Course) -> NotebookNode:
+    """The student version generated by ``gradcam-kit release``.
+
+    Raises
+    ------
+    SampleError
+        When it has not been generated.
+    """
+    path = course.release_dir / NOTEBOOK
+    if not path.is_file():
+        raise SampleError(f"{path} does not exist: run `gradcam-kit release` first")
+    return nbformat.read(path, as_version=4)
+
+
+def with_cells(notebook: NotebookNode, cells: Mapping[str, str]) -> NotebookNode:
+    """A copy of ``notebook`` whose cells with these grade ids get these sources.
+
+    Raises
+    ------
+    SampleError
+        When a grade id is not found exactly once.
+    """
+    result = copy.deepcopy(notebook)
+    for grade_id, text in cells.items():
+        found = [cell for cell in result.cells if _grade_id(cell) == grade_id]
+        if len(found) != 1:
+            raise SampleError(f"the notebook has {len(found)} cells with grade id {grade_id!r}")
+        found[0].source = text
+        if found[0].cell_type == "code":
+            found[0].outputs = []
+            found[0].execution_count = None
+    return result
+
+
+def solution_notebook(release: NotebookNode, source: NotebookNode) -> NotebookNode:
+    """The release with the stub of every solution code cell replaced by the source's solution."""
+    sources = solution_sources(source)
+    present = {_grade_id(cell) for cell in release.cells}
+    return with_cells(release, {grade_id: text for grade_id, text in sources.items() if grade_id in present})
+
+
+def mutate(solution: NotebookNode, mutation: Mutation) -> NotebookNode:
+    """The solution notebook with ``mutation`` applied to its cell.
+
+    Raises
+    ------
+    SampleError
+        When an edit's text does not occur exactly once in the cell.
+    """
+    cell = next((c for c in solution.cells if _grade_id(c) == mutation.function), None)
+    if cell is None:
+        raise SampleError(f"mutation {mutation.name}: no cell {mutation.function!r}")
+    text = cell.source
+    for old, new in mutation.edits:
+        count = text.count(old)
+        if count != 1:
+            raise SampleError(
+                f"mutation {mutation.name}: {old!r} occurs {count} times in the cell {mutation.function!r} "
+                "(the source notebook changed: update gradcam_kit/grading/samples.py)"
+            )
+        text = text.replace(old, new)
+    return with_cells(solution, {mutation.function: text})
+
+
+def build_samples(
+    course: Course,
+    release: NotebookNode | None = None,
+    names: Iterable[str] | None = None,
+) -> dict[str, Sample]:
+    """Every sample submission (or those named), in a stable order.
+
+    Parameters
+    ----------
+    course : Course
+        Where the source notebook is.
+    release : NotebookNode, optional
+        The release notebook; default: the course's generated one (:func:`release_notebook`).
+    names : iterable of str, optional
+        Only these samples (``"solution"``, ``"release"``, a mutation's or a variant's name).
+
+    Returns
+    -------
+    dict
+        ``name -> Sample``: ``solution``, ``release``, the mutations, the variants.
+    """
+    release = release if release is not None else release_notebook(course)
+    source = nbformat.read(course.source_notebook, as_version=4)
+    solution = solution_notebook(release, source)
+    wanted = set(names) if names is not None else None
+    samples: dict[str, Sample] = {}
+
+    def add(name: str, build, fails: frozenset[str], description: str) -> None:
+        if wanted is None or name in wanted:
+            samples[name] = Sample(name, build(), fails, description)
+
+    add("solution", lambda: solution, frozenset(), "the source notebook's solution")
+    add("release", lambda: copy.deepcopy(release), ALL_TESTS, "the untouched release")
+    for mutation in MUTATIONS:
+        add(mutation.name, lambda m=mutation: mutate(solution, m), mutation.fails, mutation.description)
+    for variant in VARIANTS:
+        add(variant.name, lambda v=variant: with_cells(solution, v.cells), frozenset(), variant.description)
+    if wanted is not None and wanted - samples.keys():
+        raise SampleError(f"unknown samples: {sorted(wanted - samples.keys())}")
+    return samples
+
+
+def write_samples(samples: Mapping[str, Sample], folder: Path) -> dict[str, Path]:
+    """Write each sample as ``folder/<name>.ipynb``; return the paths by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, sample in samples.items():
+        path = folder / f"{name}.ipynb"
+        nbformat.write(sample.notebook, path)
+        paths[name] = path
+    return paths
