@@ -1,0 +1,18 @@
+"""The grading engine: the student's code runs in a sandboxed worker, the judge never runs it.
+
+Modules
+-------
+notebook
+    ``read_submission``: which cells of a submission are run, and every problem found in it.
+protocol
+    Length-prefixed frames of plain data (JSON and ``.npy`` arrays) between judge and worker, and
+    the records that cross (``ModelSpec``, ``LayerRef``).
+sandbox
+    Isolation levels (``bwrap`` > ``uid`` > ``process``), resource limits, launching the worker.
+worker
+    The process that runs the student's cells (``python -m gradcam_kit.grading.worker``).
+session
+    ``WorkerSession``: the judge's handle on one submission's worker.
+models
+    ``build_model(spec)``: the models the judge and the worker both build, identically.
+"""
