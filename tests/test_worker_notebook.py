@@ -168,3 +168,23 @@ def test_a_broken_copy_of_the_real_notebook(course, tmp_path):
     assert set(program.problems) == {"show_grad_cam"}
     assert all("hacked" not in cell.code for cell in program.cells)
     assert any("was changed" in note for note in program.notes)
+
+
+@pytest.mark.parametrize("version", ["release", "source"])
+def test_untouched_locked_cells_give_no_notes(course, version):
+    """Test cells reach students without their hidden region, and come back with it under nbgrader
+    autograde: neither form is a change to a locked cell."""
+    notebook = course.release_dir / course.source_notebook.name if version == "release" else course.source_notebook
+    program = read_submission(notebook, course.source_notebook)
+    assert program.notes == []
+
+
+def test_a_tampered_test_cell_is_noted(course, tmp_path):
+    document = json.loads((course.release_dir / course.source_notebook.name).read_text())
+    for cell in document["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_grad_cam":
+            cell["source"] = "assert True\n"
+    path = tmp_path / "TP2_GradCAM.ipynb"
+    path.write_text(json.dumps(document))
+    notes = read_submission(path, course.source_notebook).notes
+    assert len(notes) == 1 and "`test_grad_cam` was changed" in notes[0]

@@ -56,6 +56,7 @@ SETUP_PREFIX = "setup_"
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 """A submission bigger than this is not read (notebooks with many large outputs stay far below)."""
 
+_HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?", re.MULTILINE | re.DOTALL)
 _CELL_MAGIC = re.compile(r"\A\s*%%(\w+)(.*)$", re.MULTILINE)
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 """Cell magics whose body is ordinary Python: the grader runs the body."""
@@ -306,6 +307,11 @@ def _normalized(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
+def _as_released(source: str) -> str:
+    """A locked cell's source as students receive it: without its hidden-tests region."""
+    return _HIDDEN_TESTS.sub("", source)
+
+
 # ------------------------------------------------------------------------------------------------
 # the program
 # ------------------------------------------------------------------------------------------------
@@ -405,7 +411,9 @@ def _check_locked(original: _Cell, copies: list[_Cell], program: SubmissionProgr
     if not copies:
         program.notes.append(f"The locked cell `{grade_id}` was deleted from your notebook; the grader used "
                              "the original.")
-    elif len(copies) > 1 or _normalized(copies[0].source) != _normalized(original.source):
+    elif len(copies) > 1 or _normalized(copies[0].source) not in {
+        _normalized(original.source), _normalized(_as_released(original.source))
+    }:
         program.notes.append(f"The locked cell `{grade_id}` was changed in your notebook; the grader used the "
                              "original (changes to locked cells are ignored).")
 
