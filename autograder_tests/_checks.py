@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from itertools import product
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 import numpy as np
 import torch
@@ -457,8 +457,15 @@ def compositions(judge: Judge, case: Case) -> Iterator[tuple[list[str], np.ndarr
             w = weights.run(w_student, gradients)
             c = None if w is None else cam.run(c_student, activations, w)
             u = None if c is None else upsample.run(u_student, c, size)
-            if u is not None and u.ndim >= 1 and len(u) >= 1:
+            if u is not None and u.ndim >= 1 and len(u) >= 1 and _informative(u[0]):
                 yield mine, u[0]
+
+
+def _informative(candidate: np.ndarray) -> bool:
+    """Whether matching this map proves anything: a constant map (all zeros, say) is what almost any
+    broken pipeline gives, so agreeing with it verifies nothing and earns nothing."""
+    values = np.asarray(candidate, dtype=np.float64)
+    return bool(np.isfinite(values).all()) and float(values.max() - values.min()) > 1e-6 * max(1.0, float(np.abs(values).max()))
 
 
 def check_grad_cam(judge: Judge) -> str:
@@ -517,8 +524,13 @@ def check_grad_cam(judge: Judge) -> str:
     if excused:
         culprits = ", ".join(f"`{h}`" for h in judge.helpers_failing("grad_cam"))
         if checked == 0:
-            remarks.append(f"Your `grad_cam` fails in every case because your {culprits} fails its own test; "
-                           "it is not charged again here, but it could not be checked on its own.")
+            # Points are only ever given for behaviour the judge has seen to be right: a grad_cam
+            # that never got past a failing helper is unverified, however it is written.
+            raise StudentFailure(
+                f"Your `grad_cam` could not be checked: in every case it stopped inside your {culprits}, which "
+                f"fails its own test. The grader can only give points for what it sees working; once {culprits} "
+                "runs, `grad_cam` is checked on its own (a helper that merely returns wrong values is not charged "
+                "again here).")
         else:
             remarks.append(f"Not counted against `grad_cam`: it fails on {'; '.join(excused)}, because your "
                            f"{culprits} fails its own test.")
@@ -759,11 +771,11 @@ def check_show_grad_cam(judge: Judge) -> str:
         if helper is None:
             raise StudentFailure(f"`{call}` failed: {outcome.error}")
         if "register_gradcam_hooks" not in judge.helpers_failing("show_grad_cam"):
-            return _not_checked(judge)  # only hooks that fail at `features` may work at another layer
+            _not_checked(judge)  # only hooks that fail at `features` may work at another layer
         remark = (f"`{call}` fails because your `{helper}` fails its own test (not charged again here); the "
                   "figure was checked at `features.denseblock4` instead.")
     else:
-        return _not_checked(judge)
+        _not_checked(judge)
     figure = outcome.value
     if not (isinstance(figure, dict) and figure.get("kind") == "figure"):
         from gradcam_kit.grading.feedback import describe_value
@@ -782,10 +794,13 @@ def check_show_grad_cam(judge: Judge) -> str:
     return remark
 
 
-def _not_checked(judge: Judge) -> str:
+def _not_checked(judge: Judge) -> NoReturn:
+    """Fail: ``show_grad_cam`` never got past a failing helper, so nothing of it was seen working."""
     culprits = ", ".join(f"`{h}`" for h in judge.helpers_failing("show_grad_cam"))
-    return (f"Your `show_grad_cam` fails because your {culprits} fails its own test; it is not charged again here, "
-            "but it could not be checked on its own.")
+    raise StudentFailure(
+        f"Your `show_grad_cam` could not be checked: it stopped inside your {culprits}, which fails its own test. "
+        f"The grader can only give points for what it sees working; once {culprits} runs, `show_grad_cam` is "
+        "checked on its own.")
 
 
 def _explained_by_show_helpers(judge: Judge, outcome: Any, layer: str) -> str | None:

@@ -112,7 +112,9 @@ def test_the_corpus_is_large_and_targets_every_test():
     assert len(VARIANTS) >= 3
     targeted = set().union(*(m.fails for m in MUTATIONS))
     assert targeted == set(ALL_TESTS)
-    assert all(len(m.fails) == 1 for m in MUTATIONS), "each bug is charged once"
+    # Each bug is charged once, unless it stops a helper from running at all: then the functions that
+    # call it cannot be verified, and unverified code earns nothing.
+    assert all(len(m.fails) == 1 for m in MUTATIONS if "syntax_error" not in m.name)
     assert len({m.name for m in MUTATIONS} | {v.name for v in VARIANTS}) == len(MUTATIONS) + len(VARIANTS)
 
 

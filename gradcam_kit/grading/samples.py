@@ -147,8 +147,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "weights_syntax_error", "channel_weights",
         (("    return gradients.mean(dim=(2, 3))\n", "    return gradients.mean(dim=(2, 3)\n"),),
-        _fails("channel_weights"),
-        "a syntax error in the cell: `channel_weights` is not defined at all",
+        _fails("channel_weights", "grad_cam", "show_grad_cam"),
+        "a syntax error in the cell: `channel_weights` is not defined at all, so the functions that call it "
+        "cannot be checked either (unverified code earns nothing)",
     ),
     Mutation(
         "weights_wrong_axis", "channel_weights",
