@@ -1,0 +1,284 @@
+"""How fast ``gradcam-kit grade`` is, against ``nbgrader autograde``, and how much memory it takes.
+
+Run it with ``./kit bench grading`` (or ``.venv/bin/python benchmarks/grading.py``). It builds a
+scratch course (a copy of this one, released with nbgrader), places N copies of the solution in
+``submitted/``, then grades them, side by side in one run:
+
+* ``gradcam-kit grade`` with 1 worker, then with 2 workers (``grade_course(..., force=True)``);
+* ``nbgrader autograde TP2_GradCAM`` (which executes every notebook, and whose hidden-test cells run
+  the same judge through :mod:`gradcam_kit.hidden`), in a twin of the course.
+
+Memory: a sampler thread reads ``/proc`` every 0.1 s and sums the resident set size (RSS) of each
+process tree that grades one submission: a judge and its sandboxed worker for ``gradcam-kit
+grade``; the kernel, the judge and its worker for ``nbgrader autograde``. The peak of those sums is
+the "peak memory per worker". RSS counts the pages of the shared libraries (torch) in each process
+of the tree, so it errs high; the proportional set size (PSS, which splits shared pages among the
+processes that map them) is shown too.
+
+The figures are printed as a markdown table. It is a script, not a test: nothing fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from gradcam_kit.course import ASSIGNMENT, Course
+from gradcam_kit.demo import copy_course
+from gradcam_kit.grading.batch import GradesFolder, grade_course
+from gradcam_kit.grading.samples import build_samples
+from gradcam_kit.release import generate_release
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+TARGET_SPEEDUP = 5.0
+TARGET_SCALING = 1.6
+TARGET_MEMORY_MB = 1536.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: process trees from /proc
+# ---------------------------------------------------------------------------------------------
+def parents() -> dict[int, int]:
+    """``pid -> ppid`` of every process we can see."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            found[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def rss(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes (0 if it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes: shared pages split among their users (0 if unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def subtree(root: int, tree: dict[int, int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in tree.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+class MemorySampler(threading.Thread):
+    """Track the peak RSS of each process tree that grades one submission.
+
+    Parameters
+    ----------
+    depth : int
+        How far below this process the grading trees start: 1 for the judges started by
+        ``grade_course`` (children of this process), 2 for the kernels started by the nbgrader
+        subprocess (grandchildren).
+    """
+
+    def __init__(self, depth: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.depth = depth
+        self.interval = interval
+        self.peaks: dict[int, int] = {}
+        self.pss_peaks: dict[int, int] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        me = os.getpid()
+        while not self._done.is_set():
+            tree = parents()
+            roots = [me]
+            for _ in range(self.depth):
+                roots = [pid for pid, ppid in tree.items() if ppid in roots]
+            for root in roots:
+                members = subtree(root, tree)
+                self.peaks[root] = max(self.peaks.get(root, 0), sum(rss(pid) for pid in members))
+                self.pss_peaks[root] = max(self.pss_peaks.get(root, 0), sum(pss(pid) for pid in members))
+            self._done.wait(self.interval)
+
+    def stop(self) -> tuple[float, float]:
+        """Stop sampling; the largest peaks (RSS, PSS) of one tree, in MB."""
+        self._done.set()
+        self.join()
+        return (max(self.peaks.values(), default=0) / 2**20, max(self.pss_peaks.values(), default=0) / 2**20)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runs
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Measure:
+    label: str
+    submissions: int
+    seconds: float
+    peak_mb: float
+    peak_pss_mb: float
+    scores: dict[str, float]
+
+    @property
+    def per_submission(self) -> float:
+        return self.seconds / self.submissions
+
+
+def make_course(base: Path, copies: int) -> Course:
+    """A released scratch course with ``copies`` copies of the solution in ``submitted/``."""
+    base.mkdir(parents=True)
+    course = copy_course(Course.locate(REPO_ROOT), base)
+    generate_release(course)
+    solution = build_samples(course, names=["solution"])["solution"].notebook
+    for index in range(1, copies + 1):
+        path = course.submission(f"s{index:02d}")
+        path.parent.mkdir(parents=True)
+        nbformat.write(solution, str(path))
+    return course
+
+
+def clear_grades(course: Course) -> None:
+    """Forget earlier gradings (kept results and nbgrader's autograded copies)."""
+    for name in ("grades", "autograded", ".hidden-cache"):
+        shutil.rmtree(course.root / name, ignore_errors=True)
+
+
+def measure_grade(course: Course, workers: int, copies: int) -> Measure:
+    clear_grades(course)
+    sampler = MemorySampler(depth=1)
+    sampler.start()
+    started = time.monotonic()
+    status = grade_course(course, workers=workers, force=True, out=io.StringIO())
+    seconds = time.monotonic() - started
+    peak, peak_pss = sampler.stop()
+    if status != 0:
+        print(f"warning: gradcam-kit grade exited with status {status}", file=sys.stderr)
+    scores = {student: sum(t["points"] for t in data["tests"].values())
+              for student, data in GradesFolder(course.grades_dir).all_results().items()}
+    return Measure(f"gradcam-kit grade, {workers} worker{'s' if workers > 1 else ''}", copies, seconds, peak,
+                   peak_pss, scores)
+
+
+def measure_autograde(course: Course, copies: int) -> Measure:
+    clear_grades(course)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["GRADCAM_HIDDEN_CACHE"] = str(course.root / ".hidden-cache")  # cold, like the kit's first run
+    sampler = MemorySampler(depth=2)
+    sampler.start()
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force"],
+                            cwd=course.root, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    peak, peak_pss = sampler.stop()
+    if result.returncode != 0:
+        print(f"warning: nbgrader autograde failed:\n{result.stderr[-3000:]}", file=sys.stderr)
+    return Measure("nbgrader autograde", copies, seconds, peak, peak_pss, autograde_scores(course))
+
+
+def autograde_scores(course: Course) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    from gradcam_kit.grading.gradebook import NbgraderSettings
+
+    settings = NbgraderSettings.of(course)
+    with Gradebook(settings.db_url, settings.course_id) as gradebook:
+        return {s.student.id: sum(g.auto_score or 0.0 for n in s.notebooks for g in n.grades
+                                  if g.cell.name.startswith("test_"))
+                for s in gradebook.assignment_submissions(ASSIGNMENT)}
+
+
+# ---------------------------------------------------------------------------------------------
+def table(measures: list[Measure], baseline: Measure | None) -> str:
+    lines = ["| grader | submissions | wall time (s) | s / submission | speed-up vs nbgrader autograde "
+             "| peak RSS per worker (MB) | peak PSS per worker (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in measures:
+        speedup = f"{baseline.per_submission / m.per_submission:.1f}×" if baseline else "n/a"
+        lines.append(f"| {m.label} | {m.submissions} | {m.seconds:.1f} | {m.per_submission:.2f} | {speedup} "
+                     f"| {m.peak_mb:.0f} | {m.peak_pss_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copies", type=int, default=10, help="copies of the solution (default 10)")
+    parser.add_argument("--autograde-copies", type=int, default=None,
+                        help="copies for nbgrader autograde (default: the same number)")
+    parser.add_argument("--skip-autograde", action="store_true", help="do not run nbgrader autograde")
+    parser.add_argument("--scratch", metavar="DIR", help="where to build the courses (default: a temporary folder)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("GRADCAM_WEIGHTS", "random")
+    base = Path(args.scratch).resolve() if args.scratch else Path(tempfile.mkdtemp(prefix="gradcam-bench-"))
+    print(f"scratch courses in {base}; GRADCAM_WEIGHTS={os.environ['GRADCAM_WEIGHTS']}; "
+          f"{os.cpu_count()} CPUs", file=sys.stderr)
+    try:
+        course = make_course(base / "kit", args.copies)
+        measures = []
+        for workers in (1, 2):
+            print(f"grading {args.copies} submissions with {workers} worker(s)...", file=sys.stderr)
+            measures.append(measure_grade(course, workers, args.copies))
+        baseline = None
+        if not args.skip_autograde:
+            copies = args.autograde_copies or args.copies
+            twin = make_course(base / "nbgrader", copies)
+            print(f"nbgrader autograde on {copies} submissions...", file=sys.stderr)
+            baseline = measure_autograde(twin, copies)
+            measures.append(baseline)
+    finally:
+        if not args.scratch:
+            shutil.rmtree(base, ignore_errors=True)
+
+    print(table(measures, baseline))
+    one, two = measures[0], measures[1]
+    scaling = one.per_submission / two.per_submission
+    print()
+    print(f"* 2 workers against 1: {scaling:.2f}× (target ≥ {TARGET_SCALING}×)")
+    if baseline:
+        speedup = baseline.per_submission / min(one.per_submission, two.per_submission)
+        print(f"* best gradcam-kit grade against nbgrader autograde: {speedup:.1f}× per submission "
+              f"(target ≥ {TARGET_SPEEDUP:g}×); with 1 worker: "
+              f"{baseline.per_submission / one.per_submission:.1f}×")
+    peak, peak_pss = max(one.peak_mb, two.peak_mb), max(one.peak_pss_mb, two.peak_pss_mb)
+    print(f"* peak memory per worker (judge + sandboxed worker): RSS {peak:.0f} MB, PSS {peak_pss:.0f} MB "
+          f"(target ≤ {TARGET_MEMORY_MB:.0f} MB)")
+    for m in measures:
+        distinct = sorted(set(round(v, 3) for v in m.scores.values()))
+        print(f"* {m.label}: {len(m.scores)} graded, autograded scores {distinct}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([m.__dict__ | {"per_submission": m.per_submission}
+                                               for m in measures], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

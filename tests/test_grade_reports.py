@@ -1,0 +1,111 @@
+"""The pieces of ``gradcam-kit grade`` that need no judge: CSV, pages, figures, progress bar."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from gradcam_kit.grading import reports
+from gradcam_kit.progress import ProgressBar
+
+
+def results(**points: tuple[float, float]) -> dict:
+    return {
+        "notes": ["a note <b>with markup</b>"],
+        "tests": {
+            name: {"outcome": "passed" if got == possible else "failed", "points": got, "max_points": possible,
+                   "feedback": "" if got == possible else f"{name} is wrong <script>"}
+            for name, (got, possible) in points.items()
+        },
+    }
+
+
+def test_csv_has_one_column_per_test_and_the_totals():
+    text = reports.csv_text(
+        {"bob": results(test_a=(0.0, 1.0), test_b=(1.5, 2.0)), "alice": results(test_a=(1.0, 1.0), test_b=(2.0, 2.0))},
+        ["test_a", "test_b"],
+    )
+    assert text.splitlines() == [
+        "student_id,test_a,test_b,autograded_score,autograded_max",
+        "alice,1,2,3,3",
+        "bob,0,1.5,1.5,3",
+    ]
+
+
+def test_csv_leaves_a_missing_test_empty():
+    text = reports.csv_text({"carol": results(test_a=(1.0, 1.0))}, ["test_a", "test_b"])
+    assert text.splitlines()[1] == "carol,1,,1,1"
+
+
+def test_feedback_page_escapes_everything_and_embeds_the_heatmap():
+    page = reports.feedback_html("eve<1>", "TP2", results(test_a=(0.0, 1.0)), b"\x89PNGfake", ["kit note"])
+    assert "eve&lt;1&gt;" in page and "eve<1>" not in page
+    assert "test_a is wrong &lt;script&gt;" in page and "<script>" not in page
+    assert "a note &lt;b&gt;with markup&lt;/b&gt;" in page and "kit note" in page
+    assert "data:image/png;base64,iVBOR2Zha2U=" in page
+    assert "0 / 1" in page
+
+
+def test_feedback_page_without_heatmap_says_so():
+    page = reports.feedback_html("eve", "TP2", results(test_a=(1.0, 1.0)), None)
+    assert "No heatmap" in page and "data:image/png" not in page
+
+
+def test_heatmap_png_draws_the_judges_maps(tmp_path, tp2_utils):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "heatmap.npz"
+    np.savez(path, image=rng.normal(size=(3, 224, 224)).astype("float32"),
+             student=rng.random((224, 224)).astype("float32"), reference=rng.random((224, 224)).astype("float32"))
+    assert reports.heatmap_png(path, tp2_utils).startswith(b"\x89PNG")
+    np.savez(path, image=rng.normal(size=(3, 224, 224)), reference=rng.random((224, 224)))  # no student map
+    assert reports.heatmap_png(path, tp2_utils).startswith(b"\x89PNG")
+    np.savez(path, image=rng.normal(size=(3, 10, 10)), reference=rng.random((224, 224)))
+    with pytest.raises(ValueError, match="shape"):
+        reports.heatmap_png(path, tp2_utils)
+
+
+def test_histogram_is_a_png(tmp_path):
+    path = tmp_path / "hist.png"
+    reports.write_histogram(path, {"a": results(t=(1.0, 2.0)), "b": results(t=(2.0, 2.0))}, "TP2")
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    reports.write_atomically(target, "one")
+    reports.write_atomically(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_text_table_aligns_columns():
+    table = reports.text_table(["a", "bb"], [["xxx", "y"], ["z", ""]])
+    assert table.splitlines() == ["a    bb", "---  --", "xxx  y", "z"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_in_a_log_writes_one_line_per_step():
+    stream = io.StringIO()
+    with ProgressBar(2, "grading", stream=stream, width=4) as bar:
+        bar.advance("alice: 3/3")
+        bar.message("bob: failed")
+        bar.advance("bob")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("grading [##..] 1/2  50%") and lines[0].endswith("alice: 3/3")
+    assert lines[1] == "bob: failed"
+    assert lines[2].startswith("grading [####] 2/2 100%")
+
+
+def test_progress_bar_on_a_terminal_redraws_in_place():
+    stream = FakeTerminal()
+    with ProgressBar(3, "grading", stream=stream, width=3) as bar:
+        bar.advance()
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n")
+    assert "[#..] 1/3" in text.split("\r")[-1]

@@ -1,0 +1,167 @@
+"""The nbgrader-native path: ``run_hidden_test`` in the notebook's hidden-test regions.
+
+The fast tests use the stand-in course (fake judge, see ``test_grade_helpers``); the last one
+checks that ``nbgrader autograde`` and ``gradcam-kit grade`` give the same points with the real
+judge and notebook, on the solution and on buggy submissions.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gradcam_kit import hidden
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
+from gradcam_kit.grading.batch import grade_course
+from test_grade_helpers import (  # noqa: F401  (fixtures)
+    REPO_ROOT,
+    fake_course,
+    fake_course_template,
+    gradebook_scores,
+    nbgrader,
+    submit,
+)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Each test gets its own folder of kept results, and an empty memo."""
+    folder = tmp_path / "hidden-cache"
+    monkeypatch.setenv(hidden.CACHE_ENV, str(folder))
+    monkeypatch.setattr(hidden, "_memo", {})
+    return folder
+
+
+@pytest.fixture
+def judge_log(tmp_path, monkeypatch) -> Path:
+    log = tmp_path / "judge-runs.log"
+    monkeypatch.setenv("FAKE_JUDGE_LOG", str(log))
+    return log
+
+
+def runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+def test_the_notebook_is_the_one_in_the_current_folder(fake_course):
+    folder = fake_course.root / "autograded" / "alice" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / NOTEBOOK).write_text("{}")
+    assert hidden.locate_notebook(folder) == (fake_course.root, folder / NOTEBOOK)
+    assert hidden.locate_notebook(fake_course.source_dir) == (fake_course.root, fake_course.source_notebook)
+
+
+def test_autograde_falls_back_to_the_submitted_notebook(fake_course):
+    submitted = submit(fake_course, "alice")
+    folder = fake_course.root / "autograded" / "alice" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    assert hidden.locate_notebook(folder) == (fake_course.root, submitted)
+
+
+def test_outside_a_course_it_says_so(tmp_path):
+    with pytest.raises(hidden.HiddenTestError, match="nbgrader_config.py"):
+        hidden.locate_notebook(tmp_path)
+    (tmp_path / "nbgrader_config.py").write_text("")
+    with pytest.raises(hidden.HiddenTestError, match="which notebook"):
+        hidden.locate_notebook(tmp_path)
+
+
+def test_one_judge_run_serves_every_hidden_cell_silently(fake_course, judge_log, monkeypatch, capfd):
+    submitted = submit(fake_course, "bob", bugs=("grad_cam",))
+    monkeypatch.chdir(submitted.parent)
+
+    assert hidden.run_hidden_test("test_channel_weights") is None
+    with pytest.raises(AssertionError, match="`grad_cam` gives a wrong result"):
+        hidden.run_hidden_test("test_grad_cam")
+    with pytest.raises(hidden.HiddenTestError, match="no test named"):
+        hidden.run_hidden_test("test_nothing")
+
+    assert runs(judge_log) == ["bob"]
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == "", "nbgrader zeroes a test cell that writes to stderr"
+
+    monkeypatch.setattr(hidden, "_memo", {})  # a new kernel: the kept results are reused
+    assert hidden.run_hidden_test("test_channel_weights") is None
+    assert runs(judge_log) == ["bob"]
+
+    submit(fake_course, "bob")  # another notebook: another run
+    assert hidden.run_hidden_test("test_grad_cam") is None
+    assert runs(judge_log) == ["bob", "bob"]
+
+
+def test_partial_points_are_returned_for_nbgrader(fake_course, monkeypatch):
+    submitted = submit(fake_course, "carol")
+    monkeypatch.chdir(submitted.parent)
+    results = {"tests": {"test_grad_cam": {"outcome": "failed", "points": 0.5, "max_points": 2.0, "feedback": "x"}}}
+    monkeypatch.setattr(hidden, "judge_results", lambda root, notebook: results)
+    assert hidden.run_hidden_test("test_grad_cam") == 0.5
+
+
+def test_a_crashing_judge_is_an_error_and_runs_once(fake_course, judge_log, monkeypatch):
+    submitted = submit(fake_course, "dave", marker="JUDGE_CRASH")
+    monkeypatch.chdir(submitted.parent)
+    calls = []
+    original = hidden._run_judge
+    monkeypatch.setattr(hidden, "_run_judge", lambda *a: calls.append(a) or original(*a))
+    for name in ("test_channel_weights", "test_grad_cam"):
+        with pytest.raises(hidden.HiddenTestError, match="exit status 3"):
+            hidden.run_hidden_test(name)
+    assert len(calls) == 1
+
+
+def test_nbgrader_autograde_agrees_with_gradcam_kit_grade_on_the_stand_in(fake_course, tmp_path):
+    submit(fake_course, "alice")
+    submit(fake_course, "bob", bugs=("grad_cam",))
+    submit(fake_course, "carol", bugs=("channel_weights", "grad_cam"), answer=None)
+    twin = Course.locate(shutil.copytree(fake_course.root, tmp_path / "twin"))
+
+    nbgrader(fake_course.root, "autograde", ASSIGNMENT)
+    assert grade_course(twin, out=io.StringIO()) == 0
+
+    by_nbgrader = gradebook_scores(fake_course)
+    assert by_nbgrader == gradebook_scores(twin)
+    assert by_nbgrader["bob"]["test_grad_cam"] == 0.0 and by_nbgrader["alice"]["test_grad_cam"] == 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# With the real notebook, judge and worker (slow: nbgrader executes the whole notebook twice)
+# ---------------------------------------------------------------------------------------------
+def released_copy(base: Path) -> Course:
+    """A copy of this course, released with nbgrader, in ``base``."""
+    from gradcam_kit.demo import copy_course
+    from gradcam_kit.release import generate_release
+
+    base.mkdir()
+    course = copy_course(Course.locate(REPO_ROOT), base)
+    generate_release(course)
+    return course
+
+
+def test_nbgrader_autograde_agrees_with_gradcam_kit_grade_on_the_real_course(tmp_path, monkeypatch):
+    import nbformat
+
+    from gradcam_kit.grading.samples import MUTATIONS, build_samples
+
+    monkeypatch.setenv("GRADCAM_WEIGHTS", "random")
+    course = released_copy(tmp_path / "course")
+    bug = next(m for m in MUTATIONS if m.function == "weighted_cam")
+    samples = build_samples(course, names=["solution", bug.name])
+    for student, name in (("honest", "solution"), ("buggy", bug.name)):
+        path = course.submission(student)
+        path.parent.mkdir(parents=True)
+        nbformat.write(samples[name].notebook, str(path))
+    twin = Course.locate(shutil.copytree(course.root, tmp_path / "twin"))
+
+    nbgrader(course.root, "autograde", ASSIGNMENT)
+    assert grade_course(twin, out=io.StringIO()) == 0
+
+    by_nbgrader, by_kit = gradebook_scores(course), gradebook_scores(twin)
+    assert by_nbgrader == by_kit
+    tests = {name for name in by_kit["honest"] if name.startswith("test_")}
+    assert len(tests) == 7
+    assert all(by_kit["honest"][name] > 0 for name in tests), by_kit["honest"]
+    assert {name for name in tests if by_kit["buggy"][name] < by_kit["honest"][name]} == set(bug.fails)
