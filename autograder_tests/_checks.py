@@ -38,6 +38,7 @@ from ._reference import (
     Case,
     min_distance,
 )
+from ._substitutes import substitutes_for
 
 # ------------------------------------------------------------------------------------------------
 # the cases shared by several checks
@@ -482,6 +483,7 @@ def check_grad_cam(judge: Judge) -> str:
     refs = judge.refs
     remarks: list[str] = []
     excused: list[str] = []
+    substituted: list[str] = []
     checked = 0
     for purpose, case in grad_cam_cases(judge):
         call = call_text("grad_cam", case)
@@ -490,6 +492,10 @@ def check_grad_cam(judge: Judge) -> str:
         _check_model_left_clean(outcome, where, call)
         maps = refs.maps(case)
         if not outcome.ok:
+            if _right_with_substitutes(judge, case, where, call):
+                substituted.append(purpose)
+                checked += 1
+                continue
             helper = _explained_by_helpers(judge, case, outcome)
             if helper is None:
                 if case == features_case(judge):
@@ -515,12 +521,20 @@ def check_grad_cam(judge: Judge) -> str:
         helpers = next((mine for mine, candidate in compositions(judge, case)
                         if map_error(got, candidate) <= tolerance * max(float(np.abs(candidate).max()), 1e-12)), None)
         if helpers is None:
+            if _right_with_substitutes(judge, case, where, call):
+                substituted.append(purpose)
+                checked += 1
+                continue
             raise StudentFailure(where + _map_mismatch(judge, case, call, got, maps, errors, tolerance))
         _check_tensor_kind(result, where, call, normalised=False)
         remarks.append(f"{purpose[0].upper() + purpose[1:]}: your map is what your `grad_cam` gives with your "
                        f"{', '.join(f'`{h}`' for h in helpers)}, whose errors are counted in their own tests.")
         checked += 1
     _check_error_path(judge)
+    if substituted:
+        helpers = _helpers_words(_substitutable_failing(judge, "grad_cam"))
+        remarks.append(f"With the grader's own {helpers} in place of yours, your `grad_cam` is right on "
+                       f"{'; '.join(substituted)} (the errors of your {helpers} are counted in their own tests).")
     if excused:
         culprits = ", ".join(f"`{h}`" for h in judge.helpers_failing("grad_cam"))
         if checked == 0:
@@ -535,6 +549,40 @@ def check_grad_cam(judge: Judge) -> str:
             remarks.append(f"Not counted against `grad_cam`: it fails on {'; '.join(excused)}, because your "
                            f"{culprits} fails its own test.")
     return " ".join(remarks)
+
+
+def _substitutable_failing(judge: Judge, name: str) -> list[str]:
+    """The helpers of ``name`` that fail their own test and that the judge may replace by its own
+    (never ``register_gradcam_hooks``: see ``_substitutes``)."""
+    return list(substitutes_for(judge.helpers_failing(name)))
+
+
+def _helpers_words(helpers: Sequence[str]) -> str:
+    return ", ".join(f"`{h}`" for h in helpers)
+
+
+def _right_with_substitutes(judge: Judge, case: Case, where: str, call: str) -> bool:
+    """Whether the student's ``grad_cam``, called once more with the grader's own versions of its
+    failing helpers (in the worker, for that call only), gives the reference map on ``case`` (any
+    convention, the same tolerance); ``False`` if no helper can be substituted or the map is still
+    wrong. Only a map seen to be right counts: this is real verification, not an excuse."""
+    failing = _substitutable_failing(judge, "grad_cam")
+    if not failing or not judge.defined("grad_cam"):
+        return False
+    refs = judge.refs
+    outcome = judge._retried(lambda: judge.session.call(
+        "grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer),
+        substitutes=substitutes_for(failing)))
+    if not outcome.ok or not (isinstance(outcome.value, dict) and outcome.value.get("kind") == "tensor"):
+        return False
+    _check_model_left_clean(outcome, where, call)
+    result = as_tensor(outcome.value, f"What `{call}` returned")
+    got = result.array.astype(np.float32)
+    maps = refs.maps(case)
+    if min(map_error(got, maps[convention]) for convention in CONVENTIONS) > refs.map_tolerance(case):
+        return False
+    _check_tensor_kind(result, where, call)
+    return True
 
 
 def _check_model_left_clean(outcome: Any, where: str, call: str) -> None:
@@ -762,20 +810,33 @@ def check_show_grad_cam(judge: Judge) -> str:
         if own is not None and all(0 <= i < len(names) for i in own):
             orders.append(own)
     remark = ""
-    for layer in ("features", "features.denseblock4"):
+    layers = ("features", "features.denseblock4")
+    for layer in layers:
         call = f"show_grad_cam(image, model, model.{layer}, class_names)"
         outcome = judge.call("show_grad_cam", image, DENSENET, LayerRef(layer), names)
         if outcome.ok:
             break
         helper = _explained_by_show_helpers(judge, outcome, layer)
-        if helper is None:
-            raise StudentFailure(f"`{call}` failed: {outcome.error}")
-        if "register_gradcam_hooks" not in judge.helpers_failing("show_grad_cam"):
+        if helper is None or "register_gradcam_hooks" not in judge.helpers_failing("show_grad_cam"):
+            substituted = _show_with_substitutes(judge, image, layer, names)
+            if substituted is not None:
+                outcome, remark = substituted
+                break
+            if helper is None:
+                raise StudentFailure(f"`{call}` failed: {outcome.error}")
             _not_checked(judge)  # only hooks that fail at `features` may work at another layer
         remark = (f"`{call}` fails because your `{helper}` fails its own test (not charged again here); the "
                   "figure was checked at `features.denseblock4` instead.")
     else:
-        _not_checked(judge)
+        # the student's hooks fail too (never substituted): their other failing helpers may be
+        for layer in layers:
+            call = f"show_grad_cam(image, model, model.{layer}, class_names)"
+            substituted = _show_with_substitutes(judge, image, layer, names)
+            if substituted is not None:
+                outcome, remark = substituted
+                break
+        else:
+            _not_checked(judge)
     figure = outcome.value
     if not (isinstance(figure, dict) and figure.get("kind") == "figure"):
         from gradcam_kit.grading.feedback import describe_value
@@ -792,6 +853,24 @@ def check_show_grad_cam(judge: Judge) -> str:
         raise StudentFailure(f"The panel titles of `{call}` are {titles}; they should name, in this order, "
                              f"{wanted} (the three most likely classes, best first, then the least likely one).")
     return remark
+
+
+def _show_with_substitutes(judge: Judge, image: np.ndarray, layer: str,
+                           names: Sequence[str]) -> tuple[Any, str] | None:
+    """``show_grad_cam`` called once more with the grader's own versions of its failing helpers
+    (``channel_weights``, ``weighted_cam``, ``upsample_normalize``, ``top_and_least``; never the
+    hooks), for that call only: its outcome and a remark if it ran, else ``None``. The figure is
+    then checked as usual."""
+    failing = _substitutable_failing(judge, "show_grad_cam")
+    if not failing:
+        return None
+    outcome = judge._retried(lambda: judge.session.call(
+        "show_grad_cam", image, DENSENET, LayerRef(layer), names, substitutes=substitutes_for(failing)))
+    if not outcome.ok:
+        return None
+    return outcome, (f"With the grader's own {_helpers_words(failing)} in place of yours, your `show_grad_cam` "
+                     f"was checked at `{layer}` (the errors of your {_helpers_words(failing)} are counted in their "
+                     "own tests).")
 
 
 def _not_checked(judge: Judge) -> NoReturn:

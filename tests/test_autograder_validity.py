@@ -112,9 +112,13 @@ def test_the_corpus_is_large_and_targets_every_test():
     assert len(VARIANTS) >= 3
     targeted = set().union(*(m.fails for m in MUTATIONS))
     assert targeted == set(ALL_TESTS)
-    # Each bug is charged once, unless it stops a helper from running at all: then the functions that
-    # call it cannot be verified, and unverified code earns nothing.
-    assert all(len(m.fails) == 1 for m in MUTATIONS if "syntax_error" not in m.name)
+    # Each bug is charged once: a caller whose helper fails (even one that does not run at all, e.g. a
+    # syntax error) is checked with the grader's own helper substituted. The hooks are never substituted
+    # (they are the heart of the assignment), so hooks that break `show_grad_cam` at every layer it is
+    # tried at leave it unverified, and unverified code earns nothing: only such hook bugs fail twice.
+    assert all(len(m.fails) == 1 or (m.function == "register_gradcam_hooks"
+                                     and m.fails == {"test_register_gradcam_hooks", "test_show_grad_cam"})
+               for m in MUTATIONS)
     assert len({m.name for m in MUTATIONS} | {v.name for v in VARIANTS}) == len(MUTATIONS) + len(VARIANTS)
 
 

@@ -300,3 +300,54 @@ def test_the_real_instructor_notebook_runs_in_the_worker(course, image):
         probe = worker.probe_hooks(ModelSpec("densenet121", "random"), "features.denseblock3", image, 5)
         assert probe.ok, probe.error
         assert probe.observations["hooks_left"] == []
+
+
+SUBSTITUTION_EXTRAS = '''
+def weights_through_helper(gradients):
+    return channel_weights(gradients)
+
+
+def calls_a_missing_helper():
+    return grader_only_helper()
+
+
+def knows(name):
+    return name in globals()
+'''
+
+
+def test_substitutes_replace_a_helper_for_one_call_only(course, tmp_path):
+    """The grader's own helper is used during the call, the student's is back afterwards (a name the
+    notebook never defined is removed again), and the worker was restarted in between."""
+    source = notebooks.write(notebooks.source_notebook(), tmp_path / "source" / "TP2_GradCAM.ipynb")
+    top = notebooks.SOLUTIONS["top_and_least"] + SUBSTITUTION_EXTRAS
+    student = notebooks.write(notebooks.submission(replace={"top_and_least": top}),
+                              tmp_path / "bob" / "TP2_GradCAM.ipynb")
+    gradients = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    own = gradients.mean(axis=(2, 3))
+    grader = {"channel_weights": "def channel_weights(g):\n    return torch.full((1,), 42.0)\n",
+              "grader_only_helper": "def grader_only_helper():\n    return F.relu(torch.tensor([-1.0, 2.0]))\n"}
+    with WorkerSession(read_submission(student, source), course.images_dir, course.helper_module) as worker:
+        assert worker.load().ok
+        before = worker.call("weights_through_helper", gradients)
+        np.testing.assert_allclose(before.value["array"], own, atol=1e-6)
+        starts = worker._starts
+
+        during = worker.call("weights_through_helper", gradients, substitutes=grader)
+        assert during.ok, during.error
+        np.testing.assert_allclose(during.value["array"], [42.0])
+        assert worker._process is None  # stopped right after the call with substitutes
+
+        after = worker.call("weights_through_helper", gradients)
+        assert after.ok, after.error
+        np.testing.assert_allclose(after.value["array"], own, atol=1e-6)
+        assert worker._starts == starts + 1 and worker.planned_restarts == 1 and worker.restarts == 0
+
+        missing = worker.call("calls_a_missing_helper", substitutes=grader)
+        assert missing.ok, missing.error
+        np.testing.assert_allclose(missing.value["array"], [0.0, 2.0])
+        assert worker.call("knows", "grader_only_helper").value is False
+        assert worker.call("knows", "channel_weights").value is True
+        failed = worker.call("calls_a_missing_helper")
+        assert not failed.ok and "grader_only_helper" in failed.error
+        assert worker.planned_restarts == 2 and worker.restarts == 0

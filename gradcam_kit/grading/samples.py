@@ -134,8 +134,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "hooks_store_input", "register_gradcam_hooks",
         (('store["activations"] = output.detach().clone()', 'store["activations"] = inputs[0].detach().clone()'),),
-        _fails("register_gradcam_hooks"),
-        "the forward hook keeps the layer's input instead of its output",
+        _fails("register_gradcam_hooks", "show_grad_cam"),
+        "the forward hook keeps the layer's input instead of its output; `show_grad_cam` then fails at both "
+        "layers it is tried at, and hooks are never replaced by the grader's, so it cannot be verified "
+        "(unverified code earns nothing)",
     ),
     # --- channel_weights -----------------------------------------------------------------------
     Mutation(
@@ -147,9 +149,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "weights_syntax_error", "channel_weights",
         (("    return gradients.mean(dim=(2, 3))\n", "    return gradients.mean(dim=(2, 3)\n"),),
-        _fails("channel_weights", "grad_cam", "show_grad_cam"),
-        "a syntax error in the cell: `channel_weights` is not defined at all, so the functions that call it "
-        "cannot be checked either (unverified code earns nothing)",
+        _fails("channel_weights"),
+        "a syntax error in the cell: `channel_weights` is not defined at all; the functions that call it are "
+        "checked with the grader's own `channel_weights` in its place (a bug is charged once)",
     ),
     Mutation(
         "weights_wrong_axis", "channel_weights",

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, pack_frame
@@ -204,6 +204,9 @@ class WorkerSession:
         self.tripwire = tripwire
         self.course_root = Path(course_root).resolve() if course_root else _course_root_of(self.helper_module.parent)
         self.restarts = 0
+        self.planned_restarts = 0
+        """Restarts after calls with substitutes (they do not count against ``max_restarts``)."""
+        self._planned_restart = False
 
         self._dir = Path(tempfile.mkdtemp(prefix="gradcam-worker-"))
         self._lease: UidLease | None = None
@@ -262,10 +265,33 @@ class WorkerSession:
                                     time.perf_counter() - started)
         return self._load
 
-    def call(self, function: str, *args: Any, **kwargs: Any) -> Outcome:
-        """Call the student's ``function`` with plain-data arguments (see the module docstring)."""
-        request = {"op": "call", "function": function, "args": list(self._resolve(args)),
-                   "kwargs": self._resolve(kwargs)}
+    def call(self, function: str, *args: Any, substitutes: Mapping[str, str] | None = None,
+             **kwargs: Any) -> Outcome:
+        """Call the student's ``function`` with plain-data arguments (see the module docstring).
+
+        ``substitutes`` maps the names of some of the student's helpers to Python source text
+        defining the grader's own version of each (``torch`` and ``F`` are available to it). For
+        this call only, the worker binds them in place of the student's in the notebook's global
+        namespace, then restores the student's (or removes the name if the notebook had none).
+        The sources travel with the request and are never written to a file; the worker is
+        restarted before the next call, so that nothing the student's code did with them lasts
+        (a planned restart: it does not count against ``Limits.max_restarts``).
+        """
+        request: dict[str, Any] = {"op": "call", "function": function, "args": list(self._resolve(args)),
+                                   "kwargs": self._resolve(kwargs)}
+        if substitutes:
+            plain = {}
+            for name, source in substitutes.items():
+                if not (isinstance(name, str) and name.isidentifier() and isinstance(source, str)):
+                    raise TypeError("substitutes maps function names to source text (str -> str)")
+                plain[name] = source
+            request["substitutes"] = plain
+            try:
+                return self._request(function, request)
+            finally:
+                self._planned_restart = self._starts > 0
+                if self._process is not None:
+                    self._stop(polite=False)
         return self._request(function, request)
 
     def probe_hooks(self, model_spec: ModelSpec, layer_name: str, image: Any, class_idx: int,
@@ -447,7 +473,11 @@ class WorkerSession:
                                "(crashes or limits), so the remaining tests were not run.")
                 return None
             if self._starts:
-                self.restarts += 1
+                if self._planned_restart:
+                    self.planned_restarts += 1
+                else:
+                    self.restarts += 1
+                self._planned_restart = False
             current: str | None = None
             expected = [cell.grade_id for cell in self.program.cells if cell.grade_id not in self._skip]
             try:
