@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
@@ -43,3 +44,25 @@ def image_paths(course, tp2_utils) -> list[Path]:
 def two_cats_path(course) -> Path:
     """The image on which pretrained models predict Egyptian cat, tabby, tiger cat."""
     return course.images_dir / "2637374064_fab14ec0b8.jpg"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread while a module's tests run, as the judge and the worker compute (on a shared
+    2-core machine, two threads were up to ten times slower); the setting is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ref(course):
+    """``solutions/gradcam_reference.py``."""
+    return course.reference
+
+
+@pytest.fixture(scope="module")
+def densenet(tp2_utils):
+    """DenseNet-121 with the seeded random weights, shared by a module's tests (eval mode)."""
+    return tp2_utils.load_model("densenet121", weights="random")

@@ -47,15 +47,6 @@ def reference_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Compute as the judge and the worker do (one thread), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def refs(course, reference_cache, one_thread) -> References:
     return References(course, reference_cache)
 

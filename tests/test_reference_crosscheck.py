@@ -18,23 +18,7 @@ captum_attr = pytest.importorskip("captum.attr")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two CPU threads on a shared 2-core machine are ten times slower than one: use one here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def ref(course):
-    return course.reference
-
-
-@pytest.fixture(scope="module")
-def densenet(tp2_utils):
-    return tp2_utils.load_model("densenet121", weights="random")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

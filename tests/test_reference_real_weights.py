@@ -26,18 +26,7 @@ CATS_BOX = (slice(10, 150), slice(0, 224))
 QUILT_BOX = (slice(165, 224), slice(0, 224))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two CPU threads on a shared 2-core machine are ten times slower than one: use one here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def ref(course):
-    return course.reference
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
