@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="grade the submissions into nbgrader's gradebook")
     _add_course(grade)
     grade.add_argument("--student", action="append", metavar="ID", help="grade only this student (repeatable)")
-    grade.add_argument("--workers", type=int, default=None, metavar="N", help="parallel workers (default: CPU count)")
+    grade.add_argument("--workers", type=int, default=None, metavar="N", help="parallel judges (default: one per CPU, fewer if memory is short)")
     grade.add_argument("--force", action="store_true", help="regrade students already graded")
     grade.add_argument("--csv", metavar="FILE", help="where to write the CSV (default: grades/TP2_GradCAM.csv)")
 

@@ -84,6 +84,8 @@ def run_hidden_test(name: str) -> float | None:
     test = results.get("tests", {}).get(name)
     if not isinstance(test, dict):
         raise HiddenTestError(f"the autograder has no test named {name!r}")
+    if test.get("outcome") == "error":
+        raise HiddenTestError(f"the autograder failed on {name}: {test.get('feedback') or 'no message'}")
     points, possible = float(test.get("points", 0.0)), float(test.get("max_points", 0.0))
     if test.get("outcome") == "passed" and points >= possible:
         return None

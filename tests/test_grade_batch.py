@@ -283,3 +283,50 @@ def test_killing_the_grader_midway_loses_nothing_and_grades_nobody_twice(fake_co
     assert [r["student_id"] for r in read_csv(folder.csv)] == students
     for student in students:
         assert gradebook_scores(fake_course)[student]["test_grad_cam"] == 2.0
+
+
+def test_results_that_disagree_with_the_gradebook_fail_the_student(tmp_path):
+    from gradcam_kit.grading.batch import JudgeRun, StudentFailure, Submission, read_results
+
+    def results(text: str) -> dict:
+        path = tmp_path / "r.json"
+        path.write_text(text)
+        run = JudgeRun(Submission("x", tmp_path / "x.ipynb", b""), tmp_path / "x.ipynb", path, tmp_path, tmp_path)
+        return read_results(run.finish(1, 1.0), {"test_a": 1.0, "test_b": 2.0})
+
+    ok = {"outcome": "passed", "points": 1.0, "max_points": 1.0, "feedback": ""}
+    assert results(json.dumps({"tests": {"test_a": ok, "test_b": {**ok, "points": 0.0, "max_points": 2.0}}}))
+    for text, message in [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"tests": {}}), "hold no tests"),
+        (json.dumps({"tests": {"test_a": ok}}), "no result for test_b"),
+        (json.dumps({"tests": {"test_a": ok, "test_b": ok}}), "worth 2 points in the gradebook but 1"),
+        (json.dumps({"tests": {"test_a": {**ok, "points": 3.0}, "test_b": ok}}), "gave 3 of 1 points"),
+        (json.dumps({"tests": {"test_a": {"outcome": "passed"}, "test_b": ok}}), "malformed"),
+        (json.dumps({"tests": {"test_a": {**ok, "outcome": "error", "points": 0.0, "feedback": "oops"},
+                               "test_b": {**ok, "max_points": 2.0}}}), "internal error in test_a \\(oops\\)"),
+    ]:
+        with pytest.raises(StudentFailure, match=message):
+            results(text)
+
+
+def test_formgrader_sees_the_submissions_as_autograded(fake_course):
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    from gradcam_kit.grading.gradebook import NbgraderSettings
+
+    submit(fake_course, "alice")
+    submit(fake_course, "bob", bugs=("grad_cam",))
+    (fake_course.submission("bob").parent / "timestamp.txt").write_text("2026-01-15 10:00:00.000000 UTC")
+    assert grade(fake_course)[0] == 0
+
+    settings = NbgraderSettings.of(fake_course)
+    api = NbGraderAPI(coursedir=CourseDirectory(config=settings.config), config=settings.config)
+    assert api.get_autograded_students(ASSIGNMENT) == {"alice", "bob"}
+    bob = api.get_submission(ASSIGNMENT, "bob")
+    assert bob["autograded"] and bob["score"] == 1.0 and bob["max_score"] == 5.0
+    assert bob["timestamp"].startswith("2026-01-15")
+    notebooks = api.get_student_notebook_submissions("bob", ASSIGNMENT)
+    assert [n["name"] for n in notebooks] == ["TP2_GradCAM"]
+    assert notebooks[0]["needs_manual_grade"] and notebooks[0]["code_score"] == 1.0

@@ -99,6 +99,9 @@ def test_partial_points_are_returned_for_nbgrader(fake_course, monkeypatch):
     results = {"tests": {"test_grad_cam": {"outcome": "failed", "points": 0.5, "max_points": 2.0, "feedback": "x"}}}
     monkeypatch.setattr(hidden, "judge_results", lambda root, notebook: results)
     assert hidden.run_hidden_test("test_grad_cam") == 0.5
+    results["tests"]["test_grad_cam"].update(outcome="error", points=0.0, feedback="a bug of the judge")
+    with pytest.raises(hidden.HiddenTestError, match="a bug of the judge"):
+        hidden.run_hidden_test("test_grad_cam")
 
 
 def test_a_crashing_judge_is_an_error_and_runs_once(fake_course, judge_log, monkeypatch):

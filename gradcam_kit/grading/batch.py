@@ -362,14 +362,21 @@ class JudgeRunner:
                                   name=f"judge-{n}") for n in range(min(workers, batches.qsize()))]
         for slot in slots:
             slot.start()
+        waiting = {submission.student: submission for submission in todo}
         try:
-            for _ in range(len(todo)):
-                while True:
-                    try:
-                        yield finished.get(timeout=0.5)
-                        break
-                    except queue.Empty:
+            while waiting:
+                try:
+                    run = finished.get(timeout=0.5)
+                except queue.Empty:
+                    if any(slot.is_alive() for slot in slots) or not finished.empty():
                         continue
+                    for submission in waiting.values():  # cannot happen; never wait forever though
+                        nowhere = self.work / "missing"
+                        yield JudgeRun(submission, nowhere, nowhere, nowhere, nowhere).finish(
+                            None, 0.0, "the grader lost track of this notebook")
+                    return
+                waiting.pop(run.submission.student, None)
+                yield run
         finally:
             self.stop_all()
             for slot in slots:
@@ -586,7 +593,9 @@ def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
     Raises
     ------
     StudentFailure
-        When the results are missing, malformed, or disagree with the gradebook.
+        When the results are missing, malformed, disagree with the gradebook, or report an
+        internal error of the judge (``"outcome": "error"``): the student is then not graded, and
+        a rerun tries again.
     """
     try:
         results = json.loads(run.results_path.read_text())
@@ -605,6 +614,8 @@ def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
             raise StudentFailure(f"the judge's result for {name} is malformed: {test!r}") from None
         if not 0.0 <= points <= possible:
             raise StudentFailure(f"the judge gave {points:g} of {possible:g} points for {name}")
+        if test["outcome"] == "error":  # the judge's own fault (a bug, a reference it could not compute)
+            raise StudentFailure(f"the judge had an internal error in {name} ({test.get('feedback') or 'no message'})")
     missing = sorted(set(expected) - set(tests))
     if missing:
         raise StudentFailure(f"the judge gave no result for {', '.join(missing)}")
