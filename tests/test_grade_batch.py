@@ -22,9 +22,11 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,
+    judge_log,
     kit_env,
     nbgrader,
     read_json,
+    runs,
     submit,
     tree_hashes,
 )
@@ -39,18 +41,6 @@ def grade(course, capsys=None, **options) -> tuple[int, str]:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as stream:
         return list(csv.DictReader(stream))
-
-
-@pytest.fixture
-def judge_log(tmp_path, monkeypatch) -> Path:
-    """The file where the fake judge notes each finished run."""
-    log = tmp_path / "judge-runs.log"
-    monkeypatch.setenv("FAKE_JUDGE_LOG", str(log))
-    return log
-
-
-def runs(log: Path) -> list[str]:
-    return log.read_text().split() if log.exists() else []
 
 
 @pytest.fixture(params=["series", "single"])

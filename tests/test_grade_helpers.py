@@ -293,3 +293,15 @@ def kit_env(**extra: str) -> dict[str, str]:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture
+def judge_log(tmp_path, monkeypatch) -> Path:
+    """The file where the fake judge notes each finished run."""
+    log = tmp_path / "judge-runs.log"
+    monkeypatch.setenv("FAKE_JUDGE_LOG", str(log))
+    return log
+
+
+def runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []

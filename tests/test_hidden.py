@@ -21,7 +21,9 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,
+    judge_log,
     nbgrader,
+    runs,
     submit,
 )
 
@@ -33,17 +35,6 @@ def private_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv(hidden.CACHE_ENV, str(folder))
     monkeypatch.setattr(hidden, "_memo", {})
     return folder
-
-
-@pytest.fixture
-def judge_log(tmp_path, monkeypatch) -> Path:
-    log = tmp_path / "judge-runs.log"
-    monkeypatch.setenv("FAKE_JUDGE_LOG", str(log))
-    return log
-
-
-def runs(log: Path) -> list[str]:
-    return log.read_text().split() if log.exists() else []
 
 
 # ---------------------------------------------------------------------------------------------
