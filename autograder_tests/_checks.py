@@ -617,6 +617,21 @@ def _missing_helper(error: ErrorInfo, failing: Sequence[str]) -> str | None:
     return match.group("name") if match and match.group("name") in failing else None
 
 
+def _helper_exception(judge: Judge, function: str, outcome: Any) -> str | tuple[list[str], ErrorInfo] | None:
+    """The first steps of explaining a failure of ``function`` by its failing helpers.
+
+    Returns None when nothing can explain it (not an exception, or no helper fails its own
+    check), the helper's name when the error is that a failing helper does not exist, and
+    otherwise the failing helpers with the parsed error, for the caller to look further.
+    """
+    failing = judge.helpers_failing(function)
+    if outcome.failure != "exception" or not failing:
+        return None
+    error = ErrorInfo.parse(outcome.error)
+    missing = _missing_helper(error, failing)
+    return missing if missing is not None else (failing, error)
+
+
 def _explained_by_helpers(judge: Judge, case: Case, outcome: Any) -> str | None:
     """The helper whose own failure makes ``grad_cam`` fail on ``case``, if that is the explanation.
 
@@ -626,13 +641,10 @@ def _explained_by_helpers(judge: Judge, case: Case, outcome: Any) -> str | None:
     raises the same exception, from the same cell (or from outside their cells, e.g. a forward
     pass that their hooks break).
     """
-    failing = judge.helpers_failing("grad_cam")
-    if outcome.failure != "exception" or not failing:
-        return None
-    error = ErrorInfo.parse(outcome.error)
-    missing = _missing_helper(error, failing)
-    if missing is not None:
-        return missing
+    cause = _helper_exception(judge, "grad_cam", outcome)
+    if cause is None or isinstance(cause, str):
+        return cause
+    _, error = cause
     if not judge.defined("register_gradcam_hooks"):
         return None
     probe = judge.probe(case)
@@ -889,13 +901,10 @@ def _explained_by_show_helpers(judge: Judge, outcome: Any, layer: str) -> str | 
     the exception comes from that function's cell, or ``grad_cam`` alone fails with the same
     exception, from the same place, on this image and layer.
     """
-    failing = judge.helpers_failing("show_grad_cam")
-    if outcome.failure != "exception" or not failing:
-        return None
-    error = ErrorInfo.parse(outcome.error)
-    missing = _missing_helper(error, failing)
-    if missing is not None:
-        return missing
+    cause = _helper_exception(judge, "show_grad_cam", outcome)
+    if cause is None or isinstance(cause, str):
+        return cause
+    failing, error = cause
     if error.cell == "show_grad_cam":
         return None
     if error.cell in failing:
