@@ -1,5 +1,9 @@
 """Grade several notebooks in one process: ``python -m autograder_tests --out DIR NB1.ipynb NB2.ipynb ...``.
 
+``python -m autograder_tests --prepare [--reference-cache DIR]`` computes the reference values
+instead (see ``_checks.prepare_references``) and grades nothing: ``gradcam-kit grade`` runs it once
+before starting the judges, so that they all find the values in the cache.
+
 Each notebook gets its own pytest session of the judge (its own worker, its own results), exactly
 as ``python -m pytest autograder_tests --submission NB.ipynb`` would grade it, but the process,
 its imports and the reference computations are shared: after the first notebook, a submission
@@ -13,6 +17,7 @@ was graded (whatever its points), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,12 +29,17 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder_tests", description=__doc__.split("\n\n")[0])
-    parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="where to write NB.json and NB/ for each notebook")
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, help="where to write NB.json and NB/ for each notebook")
+    parser.add_argument("--prepare", action="store_true", help="only compute the reference values (into the cache)")
     parser.add_argument("--course", type=Path, help="the course folder (default: the one holding the judge)")
     parser.add_argument("--reference-cache", type=Path, help="keep reference arrays in this folder")
     parser.add_argument("--verbose", action="store_true", help="show pytest's report of each notebook")
     options = parser.parse_args(argv)
+    if options.prepare:
+        return prepare(options.course, options.reference_cache)
+    if not options.notebooks or options.out is None:
+        parser.error("give --out DIR and at least one notebook (or --prepare)")
     options.out.mkdir(parents=True, exist_ok=True)
     graded = True
     for notebook in options.notebooks:
@@ -47,6 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         graded &= int(status) in (0, 1)
         print(f"[autograder] {notebook.name}: exit status {int(status)}, {seconds:.1f} s", flush=True)
     return 0 if graded else 1
+
+
+def prepare(course_dir: Path | None, cache: Path | None) -> int:
+    """Compute the reference values into ``cache`` (default ``$GRADCAM_REFERENCE_CACHE``)."""
+    from gradcam_kit.course import Course
+
+    from ._checks import prepare_references
+    from ._reference import CACHE_ENV, References, use_judge_threads
+
+    if cache is None and not os.environ.get(CACHE_ENV):
+        print(f"--prepare needs --reference-cache DIR or ${CACHE_ENV}", file=sys.stderr)
+        return 2
+    use_judge_threads()
+    started = time.perf_counter()
+    references = References(Course.locate(course_dir or HERE.parent), cache)
+    prepare_references(references)
+    print(f"[autograder] reference values: {len(references.computed)} computed, "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

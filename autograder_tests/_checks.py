@@ -36,6 +36,7 @@ from ._reference import (
     U32,
     WOMAN_DOG,
     Case,
+    References,
     min_distance,
 )
 from ._substitutes import substitutes_for
@@ -43,22 +44,21 @@ from ._substitutes import substitutes_for
 # ------------------------------------------------------------------------------------------------
 # the cases shared by several checks
 # ------------------------------------------------------------------------------------------------
-def features_case(judge: Judge) -> Case:
+def features_case(refs: References) -> Case:
     """DenseNet-121 at ``features`` (1024 maps of 7x7), two cats, a class that is not the argmax."""
-    return judge.refs.distinct_class(DENSENET, CATS, "features")
+    return refs.distinct_class(DENSENET, CATS, "features")
 
 
-def block3_case(judge: Judge) -> Case:
+def block3_case(refs: References) -> Case:
     """DenseNet-121 at ``features.denseblock3`` (1024 maps of 14x14), another image."""
-    return judge.refs.distinct_class(DENSENET, WOMAN_DOG, "features.denseblock3")
+    return refs.distinct_class(DENSENET, WOMAN_DOG, "features.denseblock3")
 
 
-def grad_cam_cases(judge: Judge) -> list[tuple[str, Case]]:
+def grad_cam_cases(refs: References) -> list[tuple[str, Case]]:
     """The situations ``grad_cam`` must handle, with what each one is for."""
-    refs = judge.refs
     return [
-        ("the output of `features` (7x7 maps, upsampled to 224x224)", features_case(judge)),
-        ("an intermediate layer", block3_case(judge)),
+        ("the output of `features` (7x7 maps, upsampled to 224x224)", features_case(refs)),
+        ("an intermediate layer", block3_case(refs)),
         ("ResNet-18", refs.distinct_class(RESNET, SECOND_DOG, "layer4")),
         ("a model whose softmax and raw-score maps differ", refs.contrast_case()),
         ("a pretrained EfficientNet-Lite0", refs.distinct_class(EFFICIENTNET, CATS, EFFICIENTNET_LAYER)),
@@ -113,7 +113,7 @@ def check_register_gradcam_hooks(judge: Judge) -> str:
     three conventions at ``features``); removing the returned handles leaves no hook."""
     judge.require("register_gradcam_hooks")
     remark = ""
-    for case in (block3_case(judge), features_case(judge)):
+    for case in (block3_case(judge.refs), features_case(judge.refs)):
         outcome = judge.probe(case)
         value = outcome.value if isinstance(outcome.value, dict) else {}
         where = f"On {case.describe()}: "
@@ -191,7 +191,7 @@ def check_channel_weights(judge: Judge) -> str:
     judge.require("channel_weights")
     rng = np.random.default_rng(20240601)
     random = (rng.standard_normal((2, 5, 3, 4)) + rng.uniform(-2, 2, (2, 5, 1, 1))).astype(np.float32)
-    real = judge.refs.capture(features_case(judge)).grad_returned
+    real = judge.refs.capture(features_case(judge.refs)).grad_returned
     for label, gradients in (("random gradients", random), ("the gradients of DenseNet-121 at `features`", real)):
         n, k, h, w = gradients.shape
         got = returned_tensor(judge.call("channel_weights", gradients), "channel_weights(gradients)").array
@@ -228,7 +228,7 @@ def weighted_cam_inputs(judge: Judge) -> list[tuple[str, np.ndarray, np.ndarray]
     scale = np.abs(raw).max()
     if not (raw.min() < -0.1 * scale and raw.max() > 0.1 * scale):
         raise AssertionError("the random weighted_cam case must have clearly negative and positive sums")
-    activations_real, gradients_real = judge.refs.capture(features_case(judge)).pair("pre_relu")
+    activations_real, gradients_real = judge.refs.capture(features_case(judge.refs)).pair("pre_relu")
     weights_real = gradients_real.astype(np.float64).mean(axis=(2, 3)).astype(np.float32)
     return [("random maps", activations, weights),
             ("DenseNet-121's maps at `features`", activations_real, weights_real)]
@@ -485,7 +485,7 @@ def check_grad_cam(judge: Judge) -> str:
     excused: list[str] = []
     substituted: list[str] = []
     checked = 0
-    for purpose, case in grad_cam_cases(judge):
+    for purpose, case in grad_cam_cases(judge.refs):
         call = call_text("grad_cam", case)
         where = f"On {case.describe()} ({purpose}): "
         outcome = judge.call("grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer))
@@ -498,14 +498,14 @@ def check_grad_cam(judge: Judge) -> str:
                 continue
             helper = _explained_by_helpers(judge, case, outcome)
             if helper is None:
-                if case == features_case(judge):
+                if case == features_case(judge.refs):
                     judge.save_heatmap(refs.image(case.image)[0], maps["pre_relu"], None)
                 raise StudentFailure(f"{where}`{call}` failed: {outcome.error}")
             excused.append(purpose)
             continue
         result = as_tensor(outcome.value, f"What `{call}` returned")
         got = result.array.astype(np.float32)
-        if case == features_case(judge):
+        if case == features_case(judge.refs):
             matched = min(maps, key=lambda c: map_error(got, maps[c]))
             judge.save_heatmap(refs.image(case.image)[0], maps[matched], got if got.ndim == 2 else None)
         tolerance = refs.map_tolerance(case)
@@ -513,7 +513,7 @@ def check_grad_cam(judge: Judge) -> str:
         best = min(errors, key=errors.get)
         if errors[best] <= tolerance:
             _check_tensor_kind(result, where, call)
-            if case == features_case(judge):
+            if case == features_case(judge.refs):
                 remarks.append(f"At `{case.layer}` your map matched convention '{best}' "
                                f"({CONVENTION_WORDS[best]}); all three are accepted.")
             checked += 1
@@ -694,7 +694,7 @@ def _explained_by_helpers(judge: Judge, case: Case, outcome: Any) -> str | None:
 
 def _check_error_path(judge: Judge) -> None:
     """``grad_cam`` with a class index out of range must fail without leaving hooks."""
-    case = features_case(judge)
+    case = features_case(judge.refs)
     bad = Case(case.spec, case.image, 1000, case.layer)
     call = call_text("grad_cam", bad)
     outcome = judge.call("grad_cam", bad.spec, judge.refs.image(bad.image), bad.class_idx, LayerRef(bad.layer))
@@ -723,14 +723,13 @@ def _map_mismatch(judge: Judge, case: Case, call: str, got: np.ndarray, maps: di
             f"{array_summary(maps[best])}.")
     if abs(float(got.max()) - 1.0) > 1e-3 or abs(float(got.min())) > 1e-3:
         return text + " The map should be scaled to [0, 1]."
-    for label, alternative in _likely_mistakes(judge, case):
+    for label, alternative in _likely_mistakes(judge.refs, case):
         if min_distance({"got": got}, alternative) <= 0.05:
             return text + f" It looks like {label}."
     return text
 
 
-def _likely_mistakes(judge: Judge, case: Case) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    refs = judge.refs
+def _likely_mistakes(refs: References, case: Case) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     top = refs.ranked_classes(case.spec, case.image)[0]
     if top != case.class_idx:
         yield (f"the map of the predicted class {top} (the argmax), not of class_idx={case.class_idx}",
@@ -915,6 +914,26 @@ def _explained_by_show_helpers(judge: Judge, outcome: Any, layer: str) -> str | 
     if not alone.ok and theirs.signature == error.signature and theirs.cell == error.cell:
         return next((h for h in failing if h in HELPERS["grad_cam"]), failing[0])
     return None
+
+
+def prepare_references(refs: References) -> None:
+    """Compute every reference value that a check may need a model for, and keep it (on disk too).
+
+    The grader runs this once, in a process of its own, before the judges start
+    (``python -m autograder_tests --prepare``): the judges then find every value in the cache, never
+    build a model, and never import torchvision, which keeps each grading slot (judge and worker)
+    small. A value missed here is still computed by the judge that needs it; the tests check that
+    grading the corpus of sample submissions misses none.
+    """
+    refs.class_names()
+    refs.scores(DENSENET, CATS)
+    refs.ranked_classes(DENSENET, CATS)
+    for _, case in grad_cam_cases(refs):
+        refs.image(case.image)
+        refs.map_tolerance(case)
+        refs.maps(case)
+        for _ in _likely_mistakes(refs, case):
+            pass
 
 
 CHECKS: dict[str, Callable[[Judge], str]] = {

@@ -46,6 +46,7 @@ from torch import nn
 from gradcam_kit.course import Course, load_module_from
 from gradcam_kit.grading.models import CONTRAST_DOMINANT_CLASS, build_model
 from gradcam_kit.grading.protocol import ModelSpec
+from gradcam_kit.grading.reference_cache import CACHE_ENV, wait_for_preparation
 
 U32 = 2.0**-24
 """float32 unit roundoff."""
@@ -71,10 +72,11 @@ MAP_MARGIN = 0.25
 over 100 times the largest tolerance on a map (about 2e-3)."""
 CANDIDATE_RANKS = (2, 1, 3, 4, 5, 6)
 """Ranks of the classes tried, in order, when a case needs a class that is not the argmax."""
-CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 
 _CACHE: dict[tuple, dict] = {}
 """In-memory reference values by (course root, weights policy); see :class:`References`."""
+_MODELS: dict[tuple, nn.Module] = {}
+"""One model per (course root, weights policy, spec); see :meth:`References.model`."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,12 @@ CONVENTION_WORDS = {
     "mixed": "the output after DenseNet's in-place ReLU (no clone), with the gradient with respect to "
              "the output before it",
 }
+
+
+def use_judge_threads() -> None:
+    """Run torch on one thread, as the worker does: both then sum in the same order, and the same
+    model gives bitwise the same activations and gradients in both processes."""
+    torch.set_num_threads(1)
 
 
 def weights_policy() -> str:
@@ -214,10 +222,15 @@ class References:
         self._memory = _CACHE.setdefault((str(course.root), weights_policy()), {})
         folder = cache_dir or (Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else None)
         self._disk = DiskCache(Path(folder), fingerprint(course)) if folder else None
+        self._waited = False
+        self.computed: list[tuple] = []
+        """The keys this object had to compute (found neither in memory nor on disk)."""
 
     # -- modules ---------------------------------------------------------------------------
     @cached_property
     def tp2_utils(self):
+        """The course's helper module, imported only when a value must be computed: it imports
+        torchvision, which a judge whose values are all in the cache does without."""
         return self.course.tp2_utils
 
     @cached_property
@@ -226,19 +239,34 @@ class References:
         return load_module_from(self.course.solutions_dir / "answer_key.py", "answer_key")
 
     def model(self, spec: ModelSpec) -> nn.Module:
-        """A fresh model, as the worker builds it."""
-        return build_model(spec, helpers=self.tp2_utils)
+        """The judge's model for ``spec``, built as the worker builds it, once per process.
+
+        The reference computations share it: they leave a model as they found it (eval mode, no
+        hook, no change to weights or buffers; ``tests/test_reference_invariants.py``).
+        """
+        key = (str(self.course.root), weights_policy(), spec)
+        if key not in _MODELS:
+            _MODELS[key] = build_model(spec, helpers=self.tp2_utils)
+        return _MODELS[key]
 
     def class_names(self) -> list[str]:
-        if "names" not in self._memory:
-            self._memory["names"] = list(self.tp2_utils.class_names())
-        return self._memory["names"]
+        """The 1000 ImageNet class names, by output index."""
+        arrays = self._arrays(("class-names",), lambda: {"names": np.array(self.tp2_utils.class_names())})
+        return [str(name) for name in arrays["names"]]
 
     # -- caching ---------------------------------------------------------------------------
     def _lookup(self, key: tuple) -> dict[str, np.ndarray] | None:
-        """The arrays kept under ``key`` in memory or on disk, or ``None``."""
+        """The arrays kept under ``key`` in memory or on disk, or ``None``.
+
+        On the first miss, wait for a process that is filling the disk cache
+        (``python -m autograder_tests --prepare``, started by ``gradcam-kit grade``) to finish.
+        """
         if key not in self._memory and self._disk is not None:
             value = self._disk.get(key)
+            if value is None and not self._waited:
+                self._waited = True
+                wait_for_preparation(self._disk.folder)
+                value = self._disk.get(key)
             if value is not None:
                 self._memory[key] = value
         return self._memory.get(key)
@@ -247,6 +275,7 @@ class References:
         """``compute()``, a dict of arrays, cached in memory and on disk under ``key``."""
         value = self._lookup(key)
         if value is None:
+            self.computed.append(key)
             value = {name: np.ascontiguousarray(array) for name, array in compute().items()}
             if self._disk:
                 self._disk.put(key, value)
@@ -256,11 +285,11 @@ class References:
     # -- inputs ----------------------------------------------------------------------------
     def image(self, name: str) -> np.ndarray:
         """The course image ``name``, preprocessed: float32 (1, 3, 224, 224)."""
-        key = ("image", name)
-        if key not in self._memory:
+        def compute() -> dict[str, np.ndarray]:
             batch = self.tp2_utils.load_batch([self.course.images_dir / name])
-            self._memory[key] = batch.numpy().astype(np.float32)
-        return self._memory[key]
+            return {"image": batch.numpy().astype(np.float32)}
+
+        return self._arrays(("image", name), compute)["image"]
 
     # -- reference values ------------------------------------------------------------------
     def scores(self, spec: ModelSpec, image: str) -> np.ndarray:

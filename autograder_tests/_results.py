@@ -10,7 +10,7 @@ The JSON (``docs/design.md``)::
     {"submission": "...", "isolation": "...", "notes": ["..."],
      "tests": {"test_grad_cam": {"outcome": "passed", "points": 3.0, "max_points": 3.0,
                                  "feedback": "..."}},
-     "artifacts": {"heatmap": "heatmap.npz"}}
+     "artifacts": {"heatmap": "heatmap.npz"}, "reference_values_computed": 0}
 
 Every test of the seven that was selected appears, also when collection or a fixture failed
 (then with ``"outcome": "error"`` and the generic message).
@@ -55,6 +55,8 @@ class ResultsRecorder:
         self.notes: list[str] = []
         self.isolation = ""
         self.artifacts: dict[str, str] = {}
+        self.computed: list[tuple] = []
+        """The reference values the judge computed (not found in the cache): ``References.computed``."""
 
     # -- recording ------------------------------------------------------------------------------
     def record(self, name: str, passed: bool, feedback: str, outcome: str | None = None) -> None:
@@ -102,7 +104,8 @@ class ResultsRecorder:
                 "feedback": INTERNAL_ERROR,
             }
         return {"submission": str(self.submission), "isolation": self.isolation, "notes": list(self.notes),
-                "tests": tests, "artifacts": dict(self.artifacts)}
+                "tests": tests, "artifacts": dict(self.artifacts),
+                "reference_values_computed": len(self.computed)}
 
     def write(self) -> None:
         if self.results_path is None:

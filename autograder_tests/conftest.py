@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import torch
 
 from gradcam_kit.course import Course
 from gradcam_kit.grading.notebook import read_submission
@@ -29,7 +28,7 @@ from gradcam_kit.grading.session import WorkerSession
 
 from ._checks import CHECKS
 from ._judge import GRADED, Judge
-from ._reference import References
+from ._reference import References, use_judge_threads
 from ._results import ResultsRecorder
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                Path(results) if results else None)
     config.pluginmanager.register(recorder, RECORDER)
     config.stash[_COURSE] = course
-    torch.set_num_threads(1)
+    use_judge_threads()
 
 
 _COURSE = pytest.StashKey[Course]()
@@ -94,4 +93,5 @@ def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
         recorder.isolation = load.isolation
         recorder.notes = list(dict.fromkeys(load.notes))
         recorder.artifacts = judge.artifacts
+        recorder.computed = references.computed
         yield judge

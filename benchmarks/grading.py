@@ -8,12 +8,17 @@ scratch course (a copy of this one, released with nbgrader), places N copies of 
 * ``nbgrader autograde TP2_GradCAM`` (which executes every notebook, and whose hidden-test cells run
   the same judge through :mod:`gradcam_kit.hidden`), in a twin of the course.
 
-Memory: a sampler thread reads ``/proc`` every 0.1 s and sums the resident set size (RSS) of each
-process tree that grades one submission: a judge and its sandboxed worker for ``gradcam-kit
-grade``; the kernel, the judge and its worker for ``nbgrader autograde``. The peak of those sums is
-the "peak memory per worker". RSS counts the pages of the shared libraries (torch) in each process
-of the tree, so it errs high; the proportional set size (PSS, which splits shared pages among the
-processes that map them) is shown too.
+Two passes. The timing pass runs the three graders with nothing else sampling the machine. The
+memory pass runs them again (nbgrader on ``--memory-copies`` submissions: its peak does not grow
+with their number) while a sampler thread reads ``/proc`` every 0.25 s (reading the PSS of large
+processes costs CPU, which would slow the timed graders, the busiest the most) and sums the resident set size (RSS) of each process tree that
+grades submissions: a judge, its zygote and the worker forked from it for ``gradcam-kit grade``
+(the process preparing the reference values is a tree of its own); the kernel, the judge and its
+worker for ``nbgrader autograde``. The peak of those sums is the "peak memory per worker". RSS
+counts the pages of the shared libraries (torch) in each process of the tree, and the pages a
+forked worker shares with its zygote twice, so it errs high; the proportional set size (PSS, which
+splits shared pages among the processes that map them) is shown too. So is the peak of the sum over
+all the trees at once, divided by the number of workers: the whole grading's footprint per worker.
 
 The figures are printed as a markdown table. It is a script, not a test: nothing fails.
 """
@@ -106,12 +111,13 @@ class MemorySampler(threading.Thread):
         subprocess (grandchildren).
     """
 
-    def __init__(self, depth: int, interval: float = 0.1) -> None:
+    def __init__(self, depth: int, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.depth = depth
         self.interval = interval
         self.peaks: dict[int, int] = {}
         self.pss_peaks: dict[int, int] = {}
+        self.total_pss_peak = 0
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -121,17 +127,22 @@ class MemorySampler(threading.Thread):
             roots = [me]
             for _ in range(self.depth):
                 roots = [pid for pid, ppid in tree.items() if ppid in roots]
+            total = 0
             for root in roots:
                 members = subtree(root, tree)
                 self.peaks[root] = max(self.peaks.get(root, 0), sum(rss(pid) for pid in members))
-                self.pss_peaks[root] = max(self.pss_peaks.get(root, 0), sum(pss(pid) for pid in members))
+                tree_pss = sum(pss(pid) for pid in members)
+                self.pss_peaks[root] = max(self.pss_peaks.get(root, 0), tree_pss)
+                total += tree_pss
+            self.total_pss_peak = max(self.total_pss_peak, total)
             self._done.wait(self.interval)
 
-    def stop(self) -> tuple[float, float]:
-        """Stop sampling; the largest peaks (RSS, PSS) of one tree, in MB."""
+    def stop(self) -> tuple[float, float, float]:
+        """Stop sampling; the largest peaks (RSS, PSS) of one tree, and of the PSS of all, in MB."""
         self._done.set()
         self.join()
-        return (max(self.peaks.values(), default=0) / 2**20, max(self.pss_peaks.values(), default=0) / 2**20)
+        return (max(self.peaks.values(), default=0) / 2**20, max(self.pss_peaks.values(), default=0) / 2**20,
+                self.total_pss_peak / 2**20)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +155,8 @@ class Measure:
     seconds: float
     peak_mb: float
     peak_pss_mb: float
+    total_pss_mb: float
+    workers: int
     scores: dict[str, float]
 
     @property
@@ -170,37 +183,47 @@ def clear_grades(course: Course) -> None:
         shutil.rmtree(course.root / name, ignore_errors=True)
 
 
-def measure_grade(course: Course, workers: int, copies: int) -> Measure:
-    clear_grades(course)
-    sampler = MemorySampler(depth=1)
+def start_sampler(depth: int, memory: bool) -> MemorySampler | None:
+    if not memory:
+        return None
+    sampler = MemorySampler(depth)
     sampler.start()
+    return sampler
+
+
+def stop_sampler(sampler: MemorySampler | None) -> tuple[float, float, float]:
+    return sampler.stop() if sampler is not None else (float("nan"),) * 3
+
+
+def measure_grade(course: Course, workers: int, copies: int, memory: bool) -> Measure:
+    clear_grades(course)
+    sampler = start_sampler(1, memory)
     started = time.monotonic()
     status = grade_course(course, workers=workers, force=True, out=io.StringIO())
     seconds = time.monotonic() - started
-    peak, peak_pss = sampler.stop()
+    peak, peak_pss, total_pss = stop_sampler(sampler)
     if status != 0:
         print(f"warning: gradcam-kit grade exited with status {status}", file=sys.stderr)
     scores = {student: sum(t["points"] for t in data["tests"].values())
               for student, data in GradesFolder(course.grades_dir).all_results().items()}
     return Measure(f"gradcam-kit grade, {workers} worker{'s' if workers > 1 else ''}", copies, seconds, peak,
-                   peak_pss, scores)
+                   peak_pss, total_pss, workers, scores)
 
 
-def measure_autograde(course: Course, copies: int) -> Measure:
+def measure_autograde(course: Course, copies: int, memory: bool) -> Measure:
     clear_grades(course)
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["GRADCAM_HIDDEN_CACHE"] = str(course.root / ".hidden-cache")  # cold, like the kit's first run
-    sampler = MemorySampler(depth=2)
-    sampler.start()
+    sampler = start_sampler(2, memory)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force"],
                             cwd=course.root, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - started
-    peak, peak_pss = sampler.stop()
+    peak, peak_pss, total_pss = stop_sampler(sampler)
     if result.returncode != 0:
         print(f"warning: nbgrader autograde failed:\n{result.stderr[-3000:]}", file=sys.stderr)
-    return Measure("nbgrader autograde", copies, seconds, peak, peak_pss, autograde_scores(course))
+    return Measure("nbgrader autograde", copies, seconds, peak, peak_pss, total_pss, 1, autograde_scores(course))
 
 
 def autograde_scores(course: Course) -> dict[str, float]:
@@ -216,14 +239,15 @@ def autograde_scores(course: Course) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-def table(measures: list[Measure], baseline: Measure | None) -> str:
+def table(timed: list[Measure], sampled: list[Measure], baseline: Measure | None) -> str:
+    """One row per grader: seconds from the timing pass, memory from the memory pass."""
     lines = ["| grader | submissions | wall time (s) | s / submission | speed-up vs nbgrader autograde "
-             "| peak RSS per worker (MB) | peak PSS per worker (MB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for m in measures:
+             "| peak RSS per worker (MB) | peak PSS per worker (MB) | peak PSS of all / workers (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m, mem in zip(timed, sampled):
         speedup = f"{baseline.per_submission / m.per_submission:.1f}×" if baseline else "n/a"
         lines.append(f"| {m.label} | {m.submissions} | {m.seconds:.1f} | {m.per_submission:.2f} | {speedup} "
-                     f"| {m.peak_mb:.0f} | {m.peak_pss_mb:.0f} |")
+                     f"| {mem.peak_mb:.0f} | {mem.peak_pss_mb:.0f} | {mem.total_pss_mb / mem.workers:.0f} |")
     return "\n".join(lines)
 
 
@@ -233,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autograde-copies", type=int, default=None,
                         help="copies for nbgrader autograde (default: the same number)")
     parser.add_argument("--skip-autograde", action="store_true", help="do not run nbgrader autograde")
+    parser.add_argument("--memory-copies", type=int, default=2,
+                        help="copies for nbgrader autograde in the memory pass (default 2)")
     parser.add_argument("--scratch", metavar="DIR", help="where to build the courses (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -243,22 +269,28 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs", file=sys.stderr)
     try:
         course = make_course(base / "kit", args.copies)
-        measures = []
-        for workers in (1, 2):
-            print(f"grading {args.copies} submissions with {workers} worker(s)...", file=sys.stderr)
-            measures.append(measure_grade(course, workers, args.copies))
-        baseline = None
-        if not args.skip_autograde:
-            copies = args.autograde_copies or args.copies
-            twin = make_course(base / "nbgrader", copies)
-            print(f"nbgrader autograde on {copies} submissions...", file=sys.stderr)
-            baseline = measure_autograde(twin, copies)
-            measures.append(baseline)
+        copies = args.autograde_copies or args.copies
+        twin = None if args.skip_autograde else make_course(base / "nbgrader", copies)
+        small = min(args.memory_copies, copies)
+        twin_small = None if args.skip_autograde else make_course(base / "nbgrader-memory", small)
+        passes: dict[bool, list[Measure]] = {}
+        for memory in (False, True):
+            what = "memory pass (sampling /proc)" if memory else "timing pass"
+            passes[memory] = []
+            for workers in (1, 2):
+                print(f"{what}: grading {args.copies} submissions with {workers} worker(s)...", file=sys.stderr)
+                passes[memory].append(measure_grade(course, workers, args.copies, memory))
+            if twin is not None and twin_small is not None:
+                count = small if memory else copies
+                print(f"{what}: nbgrader autograde on {count} submissions...", file=sys.stderr)
+                passes[memory].append(measure_autograde(twin_small if memory else twin, count, memory))
+        measures, sampled = passes[False], passes[True]
+        baseline = measures[2] if twin is not None else None
     finally:
         if not args.scratch:
             shutil.rmtree(base, ignore_errors=True)
 
-    print(table(measures, baseline))
+    print(table(measures, sampled, baseline))
     one, two = measures[0], measures[1]
     scaling = one.per_submission / two.per_submission
     print()
@@ -268,15 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"* best gradcam-kit grade against nbgrader autograde: {speedup:.1f}× per submission "
               f"(target ≥ {TARGET_SPEEDUP:g}×); with 1 worker: "
               f"{baseline.per_submission / one.per_submission:.1f}×")
-    peak, peak_pss = max(one.peak_mb, two.peak_mb), max(one.peak_pss_mb, two.peak_pss_mb)
-    print(f"* peak memory per worker (judge + sandboxed worker): RSS {peak:.0f} MB, PSS {peak_pss:.0f} MB "
-          f"(target ≤ {TARGET_MEMORY_MB:.0f} MB)")
-    for m in measures:
+    peak, peak_pss = max(m.peak_mb for m in sampled[:2]), max(m.peak_pss_mb for m in sampled[:2])
+    print(f"* peak memory per worker (judge + zygote + sandboxed worker): RSS {peak:.0f} MB, PSS {peak_pss:.0f} MB "
+          f"(target ≤ {TARGET_MEMORY_MB:.0f} MB, on PSS)")
+    for m in measures + sampled:
         distinct = sorted(set(round(v, 3) for v in m.scores.values()))
         print(f"* {m.label}: {len(m.scores)} graded, autograded scores {distinct}")
     if args.json:
-        Path(args.json).write_text(json.dumps([m.__dict__ | {"per_submission": m.per_submission}
-                                               for m in measures], indent=2))
+        Path(args.json).write_text(json.dumps({
+            "timing": [m.__dict__ | {"per_submission": m.per_submission} for m in measures],
+            "memory": [m.__dict__ for m in sampled]}, indent=2, default=str))
     return 0
 
 

@@ -41,11 +41,11 @@ import tempfile
 from pathlib import Path
 
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK
+from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 
 __all__ = ["run_hidden_test", "locate_notebook", "judge_results"]
 
 TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
-REFERENCE_CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 CACHE_ENV = "GRADCAM_HIDDEN_CACHE"
 DEFAULT_TIMEOUT_S = 900.0
 

@@ -65,11 +65,14 @@ def graded(course, corpus, tmp_path_factory) -> dict[str, dict]:
     """Every sample graded by the judge: ``name -> results JSON``."""
     work = tmp_path_factory.mktemp("graded")
     paths = samples_module.write_samples(corpus, work / "submissions")
-    cache = tmp_path_factory.getbasetemp() / "gradcam-reference-cache"  # shared with test_autograder_judge.py
-    cache.mkdir(exist_ok=True)
+    cache = work / "reference-cache"  # filled by --prepare alone, as `gradcam-kit grade` does
     out = work / "results"
     env = dict(os.environ)
     env.setdefault("GRADCAM_WEIGHTS", "random")
+    prepared = subprocess.run([sys.executable, "-m", "autograder_tests", "--prepare", "--reference-cache", str(cache),
+                               "--course", str(course.root)], cwd=course.root, env=env, capture_output=True,
+                              text=True, timeout=JUDGE_TIMEOUT_S)
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     shards = max(1, min(4, (os.cpu_count() or 1) // 2))
     started = time.perf_counter()
     processes = []
@@ -162,6 +165,14 @@ def test_total_points(graded, course):
     assert possible == sum(t["points"] for t in graded["solution"]["tests"].values())
     assert sum(t["points"] for t in graded["release"]["tests"].values()) == 0.0
     assert possible == 12.0  # 2 + 1 + 1 + 2 + 3 + 1 + 2, the points of the source notebook's test cells
+
+
+def test_prepared_values_cover_every_sample(graded):
+    """``--prepare`` computed every reference value that the judge needed for the whole corpus
+    (buggy submissions reach the checks' explanations of likely mistakes): no judge built a model."""
+    computed = {name: data["reference_values_computed"] for name, data in graded.items()
+                if data["reference_values_computed"]}
+    assert computed == {}
 
 
 def test_results_name_the_heatmap_artifact(graded):

@@ -320,3 +320,28 @@ def test_formgrader_sees_the_submissions_as_autograded(fake_course):
     notebooks = api.get_student_notebook_submissions("bob", ASSIGNMENT)
     assert [n["name"] for n in notebooks] == ["TP2_GradCAM"]
     assert notebooks[0]["needs_manual_grade"] and notebooks[0]["code_score"] == 1.0
+
+
+def test_the_reference_values_are_prepared_once_beside_the_judges(fake_course, tmp_path, monkeypatch, capsys):
+    log = tmp_path / "prepare.log"
+    monkeypatch.setenv("FAKE_PREPARE_LOG", str(log))
+    for student in ("alice", "bob", "carol"):
+        submit(fake_course, student)
+    assert grade(fake_course, workers=2)[0] == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1, lines
+    pid = lines[0].split()[1].split("=")[1]
+    assert lines[0].endswith(f"marker={pid}"), "the judges are told which process fills the cache"
+    cache = fake_course.grades_dir / ".reference-cache"
+    assert not (cache / ".preparing").exists()
+    assert "could not be prepared" not in capsys.readouterr().err
+
+
+def test_a_failed_preparation_is_reported_and_the_judges_go_on(fake_course, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_PREPARE_FAILS", "1")
+    submit(fake_course, "alice")
+    status, _ = grade(fake_course)
+    assert status == 0 and (fake_course.grades_dir / "alice.json").is_file()
+    err = capsys.readouterr().err
+    assert "could not be prepared ahead" in err and "the reference cannot be computed" in err
+    assert not (fake_course.grades_dir / ".reference-cache" / ".preparing").exists()

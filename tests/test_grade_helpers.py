@@ -147,9 +147,20 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser()
-parser.add_argument("notebooks", nargs="+", type=Path)
-parser.add_argument("--out", type=Path, required=True)
+parser.add_argument("notebooks", nargs="*", type=Path)
+parser.add_argument("--out", type=Path)
+parser.add_argument("--prepare", action="store_true")
 options = parser.parse_args()
+if options.prepare:  # notes its run, and what it found in the cache folder, in $FAKE_PREPARE_LOG
+    import os
+    cache = Path(os.environ["GRADCAM_REFERENCE_CACHE"])
+    marker = (cache / ".preparing").read_text() if (cache / ".preparing").exists() else "none"
+    if os.environ.get("FAKE_PREPARE_LOG"):
+        with open(os.environ["FAKE_PREPARE_LOG"], "a") as stream:
+            print(f"prepare pid={os.getpid()} marker={marker}", file=stream)
+    if os.environ.get("FAKE_PREPARE_FAILS"):
+        sys.exit("the reference cannot be computed")
+    sys.exit(0)
 for notebook in options.notebooks:
     started = time.perf_counter()
     status = pytest.main([str(HERE), "--submission", str(notebook), "--results-json",

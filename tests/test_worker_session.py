@@ -4,6 +4,8 @@ student's code returned and did."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -351,3 +353,18 @@ def test_substitutes_replace_a_helper_for_one_call_only(course, tmp_path):
         failed = worker.call("calls_a_missing_helper")
         assert not failed.ok and "grader_only_helper" in failed.error
         assert worker.planned_restarts == 2 and worker.restarts == 0
+
+
+@pytest.mark.parametrize("zygote", ["1", "0"])
+def test_a_relative_submission_path_works(course, tmp_path, monkeypatch, zygote):
+    """``pytest autograder_tests --submission submitted/.../TP2_GradCAM.ipynb`` from the course folder:
+    the sandbox binds files from ``/``, so a relative path must not reach it as such."""
+    monkeypatch.setenv("GRADCAM_WORKER_ZYGOTE", zygote)
+    notebooks.write(notebooks.source_notebook(), tmp_path / "source" / "TP2_GradCAM.ipynb")
+    notebooks.write(notebooks.submission(), tmp_path / "bob" / "TP2_GradCAM.ipynb")
+    monkeypatch.chdir(tmp_path)
+    program = read_submission(Path("bob/TP2_GradCAM.ipynb"), Path("source/TP2_GradCAM.ipynb"))
+    with WorkerSession(program, course.images_dir, course.helper_module) as worker:
+        load = worker.load()
+        assert load.ok and load.fatal is None, (load.fatal, load.errors)
+        assert worker.call("top_and_least", np.arange(10.0)).ok

@@ -13,6 +13,11 @@ worker
     The process that runs the student's cells (``python -m gradcam_kit.grading.worker``).
 session
     ``WorkerSession``: the judge's handle on one submission's worker.
+zygote, zygote_server
+    A pre-started sandbox that imports torch once and forks each worker (the grader's side, and
+    the side inside the sandbox).
+reference_cache
+    Where the judges keep their reference values, and how a judge waits while they are prepared.
 models
     ``build_model(spec)``: the models the judge and the worker both build, identically.
 """

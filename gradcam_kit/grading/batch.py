@@ -11,8 +11,12 @@ The batch is a pipeline of small steps:
    the notebooks. When the judge can grade a series of notebooks in one process (``python -m
    autograder_tests --out DIR NB...``), each process grades a few students in turn, sharing its
    imports and reference computations; otherwise each student gets ``python -m pytest
-   autograder_tests --submission ... --results-json ... --artifacts ...``. Either way the judge
-   starts a fresh sandboxed worker for each notebook, and only that worker runs student code;
+   autograder_tests --submission ... --results-json ... --artifacts ...``. Either way each notebook
+   gets a fresh sandboxed worker (forked by the judge's zygote at the ``bwrap`` level), and only
+   that worker runs student code.
+   Beside them, :meth:`JudgeRunner.start_preparing` computes the reference values once (``python
+   -m autograder_tests --prepare``); the judges wait for it rather than compute them too, and so
+   never build a model nor import torchvision;
 5. :meth:`Recorder.record`: as soon as a judge finishes, in this process: the autograded copy, the
    feedback page, the student's transaction in ``gradebook.db``, then ``grades/<student>.json`` (the
    "done" marker, written last and atomically) and the CSV; steps 4-5 are :func:`judge_all`;
@@ -44,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -58,6 +63,8 @@ import nbformat
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading import reports
+from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
+from gradcam_kit.grading.reference_cache import PREPARING
 from gradcam_kit.grading.gradebook import (
     GradebookError,
     GradebookWriter,
@@ -74,7 +81,6 @@ from gradcam_kit.progress import ProgressBar
 TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
 DEFAULT_TIMEOUT_S = 900.0
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-REFERENCE_CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 #: Memory to plan for each judge and its sandboxed worker (see benchmarks/grading.py).
 MEMORY_PER_WORKER = 2 * 2**30
 
@@ -347,6 +353,9 @@ class JudgeRunner:
         self._running: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stopping = False
+        self._preparing: threading.Thread | None = None
+        self.preparation_problem: str | None = None
+        """Why the reference values could not be prepared ahead (``None``: they were, or not tried)."""
 
     # -----------------------------------------------------------------------------------------
     def judge(self, todo: Sequence[Submission], workers: int) -> Iterator[JudgeRun]:
@@ -381,6 +390,48 @@ class JudgeRunner:
             self.stop_all()
             for slot in slots:
                 slot.join(timeout=15)
+
+    def start_preparing(self) -> None:
+        """Start computing the judges' reference values into their shared cache, beside the judges.
+
+        ``python -m autograder_tests --prepare`` runs in a process of its own while the judges start
+        their workers; a judge that needs a value before it is done waits for it (the cache folder
+        holds a :data:`PREPARING` file naming the process) instead of building the same models
+        beside it. If it fails, each judge computes what it needs, as a judge without
+        ``--prepare`` (an older ``autograder_tests/``) always does; :attr:`preparation_problem`
+        then says why.
+        """
+        if not self.series:
+            return
+        cache = Path(self.env[REFERENCE_CACHE_ENV])
+        cache.mkdir(parents=True, exist_ok=True)
+        log = tempfile.TemporaryFile()
+        process = self._start(_launch(["-m", "autograder_tests", "--prepare"]), log)
+        if process is None:
+            log.close()
+            return
+        marker = cache / PREPARING
+        marker.write_text(str(process.pid))
+
+        def wait() -> None:
+            try:
+                returncode = process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                returncode = None
+            finally:
+                self._forget(process)
+                marker.unlink(missing_ok=True)
+            if returncode != 0 and not self._stopping:
+                log.seek(0)
+                lines = log.read().decode("utf-8", "replace").strip().splitlines()
+                self.preparation_problem = ((f"exit status {returncode}" if returncode is not None
+                                             else f"it did not finish within {self.timeout:g} s")
+                                            + (f": {lines[-1]}" if lines else ""))
+            log.close()
+
+        self._preparing = threading.Thread(target=wait, daemon=True, name="prepare-references")
+        self._preparing.start()
 
     def _slot(self, batches: "queue.Queue[list[Submission]]", emit) -> None:
         """One worker slot: take series from the queue until it is empty."""
@@ -936,12 +987,17 @@ def grade_course(
         outcomes = list(work.outcomes)
         interrupted = False
         try:
+            if work.todo:
+                runner.start_preparing()
             outcomes.extend(judge_all(work.todo, runner, recorder, workers))
         except KeyboardInterrupt:
             interrupted = True
             print("\ngradcam-kit grade: interrupted; the students graded so far are kept: "
                   "run the same command again to grade the others.", file=sys.stderr)
 
+        if runner.preparation_problem is not None:
+            print(f"gradcam-kit grade: the reference values could not be prepared ahead "
+                  f"({runner.preparation_problem}); each judge computed those it needed.", file=sys.stderr)
         kept = folder.all_results()
         recorder.write_csv()
         if kept:

@@ -32,6 +32,9 @@ says which one it got); each level keeps every guarantee of the levels below it.
     UTS namespaces; killed with the grader; a new session (no terminal injection). The solutions,
     the hidden tests, the source notebook, the gradebook and other students' files do not exist
     inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
+    At this level a judge process keeps one sandbox whose first process, the zygote, imports torch
+    once and forks each worker; between two workers it kills every process left in the sandbox
+    and empties the scratch folder and /tmp (:mod:`gradcam_kit.grading.zygote`).
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def _uid_has_account(uid: int) -> bool:
 # commands
 # ------------------------------------------------------------------------------------------------
 WORKER_MODULES = ("__init__.py", "efficientnet.py", "grading/__init__.py", "grading/protocol.py",
-                  "grading/worker.py", "grading/models.py", "grading/sandbox.py")
+                  "grading/worker.py", "grading/models.py", "grading/sandbox.py", "grading/zygote_server.py")
 """The files of the kit that the worker imports: the only ones of the kit that it can see."""
 
 

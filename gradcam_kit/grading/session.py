@@ -33,6 +33,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, pack_frame
 from gradcam_kit.grading.sandbox import (
@@ -47,6 +49,7 @@ from gradcam_kit.grading.sandbox import (
     prepare_host_home,
     worker_environment,
 )
+from gradcam_kit.grading.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
 
 __all__ = ["LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
 
@@ -210,10 +213,9 @@ class WorkerSession:
 
         self._dir = Path(tempfile.mkdtemp(prefix="gradcam-worker-"))
         self._lease: UidLease | None = None
-        if os.geteuid() == 0 and self.isolation_level in ("bwrap", "uid"):
-            self._lease = UidLease()
-            os.chmod(self._dir, 0o711)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._use_zygote = self.isolation_level == "bwrap" and zygote_enabled()
+        """Fork the workers from the process's zygote (see :mod:`gradcam_kit.grading.zygote`)."""
+        self._process: subprocess.Popen[bytes] | ZygoteChild | None = None
         self._request_fd = -1
         self._reply_fd = -1
         self._reader = FrameReader(limits.result_bytes + 2**20)
@@ -385,8 +387,9 @@ class WorkerSession:
             if not font_copy.exists():
                 shutil.copyfile(font[0], font_copy)
                 font_copy.chmod(0o644)
+        submission = self.program.submission_path.resolve()  # bwrap binds it from cwd "/"
         return SandboxPaths(self._dir / "home", self.images_dir, self.helper_module,
-                            self.program.submission_path if self.program.submission_path.is_file() else None,
+                            submission if submission.is_file() else None,
                             tuple(read_only), font_copy)
 
     def _tripwire_config(self, paths: SandboxPaths) -> dict[str, list[str]] | None:
@@ -410,10 +413,112 @@ class WorkerSession:
             deny.append(tempfile.gettempdir())
         return {"allow": allow, "deny": deny, "writable": writable}
 
-    def _start(self) -> None:
-        """Start a fresh worker (fresh scratch folder) and send it the program."""
+    def _zygote(self) -> Zygote | None:
+        """This process's zygote for this session's sandbox (started at first use), or ``None``
+        when it cannot be had: the session then starts its workers itself, for good."""
+        paths = self._paths()
+        paths = SandboxPaths(paths.host_home, paths.images_dir, paths.helper_module, None, paths.read_only)
+        font = _font_cache()
+        key = ("bwrap", str(paths.images_dir), str(paths.helper_module), paths.read_only, self.weights,
+               self.limits.scratch_bytes, font)
+
+        def start() -> Zygote:
+            scratch = Path(tempfile.mkdtemp(prefix="gradcam-zygote-"))
+            font_copy = None
+            if font is not None:
+                font_copy = scratch / "fontlist.json"
+                shutil.copyfile(font[0], font_copy)
+                font_copy.chmod(0o644)
+            layout = SandboxPaths(scratch, paths.images_dir, paths.helper_module, None, paths.read_only, font_copy)
+            lease = UidLease() if os.geteuid() == 0 else None
+            workdir = layout.workdir("bwrap")
+            config = {"home": layout.home("bwrap"), "font_cache": layout.font_cache_inside("bwrap"),
+                      "font_cache_name": font[1] if font else None,
+                      "keep": [f"{workdir}/{paths.helper_module.name}", f"{workdir}/TP2_images",
+                               layout.font_cache_inside("bwrap") or ""]}
+            env = worker_environment("bwrap", layout, self.weights, hub_dir().parent if hub_dir().is_dir() else None)
+            try:
+                return Zygote(lambda args: build_command("bwrap", layout, self.limits, args,
+                                                         drop_to=lease.uid if lease else None),
+                              env, config, self.limits.startup_seconds, lease, scratch)
+            except BaseException:
+                if lease is not None:
+                    lease.release()
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+
+        try:
+            zygote = shared_zygote(key, start)
+        except (ZygoteError, OSError, RuntimeError) as error:
+            print(f"[worker] no zygote ({error}); starting each worker afresh", file=sys.stderr)
+            self._use_zygote = False
+            return None
+        if zygote.busy:  # another session of this process is using it
+            return None
+        return zygote
+
+    def _fork(self) -> bool:
+        """Fork a worker from the zygote and send it the program; ``False`` if there is no zygote."""
+        zygote = self._zygote()
+        if zygote is None:
+            return False
         level = self.isolation_level
         paths = self._paths()
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self._starts += 1
+        self._log_path = self._dir / f"worker-{self._starts}.log"
+        try:
+            with open(self._log_path, "ab") as log:
+                self._process = zygote.fork(request_read, reply_write, log.fileno())
+        except ZygoteError as error:
+            os.close(request_write)
+            os.close(reply_read)
+            print(f"[worker] the zygote failed ({error}); starting the worker afresh", file=sys.stderr)
+            self._starts -= 1
+            return False
+        finally:
+            os.close(request_read)
+            os.close(reply_write)
+        self._request_fd, self._reply_fd = request_write, reply_read
+        os.set_blocking(self._request_fd, False)
+        self._reader = FrameReader(self.limits.result_bytes + 2**20)
+        self._inbox = []
+        notebook = None
+        if self.program.submission_path.is_file():
+            data = np.frombuffer(self.program.submission_path.read_bytes(), dtype=np.uint8)
+            notebook = {"name": self.program.submission_path.name, "data": data}
+        self._send(self._start_message(paths, level, own_uid=zygote.lease is not None, notebook=notebook),
+                   timeout=self.limits.startup_seconds)
+        return True
+
+    def _start_message(self, paths: SandboxPaths, level: str, own_uid: bool,
+                       notebook: dict[str, Any] | None = None) -> dict[str, Any]:
+        font = _font_cache()
+        return {
+            "op": "start",
+            "limits": self.limits.to_plain(),
+            "own_uid": own_uid,
+            "home": paths.home(level),
+            "workdir": paths.workdir(level),
+            "helper_name": self.helper_module.name,
+            "font_cache": paths.font_cache_inside(level),
+            "font_cache_name": font[1] if font else None,
+            "tripwire": self._tripwire_config(paths),
+            "program": self.program.to_plain(),
+            "skip": dict(self._skip),
+            "notebook": notebook,
+        }
+
+    def _start(self) -> None:
+        """Start a fresh worker (fresh scratch folder) and send it the program."""
+        if self._use_zygote and self._fork():
+            return
+        level = self.isolation_level
+        paths = self._paths()
+        if self._lease is None and os.geteuid() == 0 and level in ("bwrap", "uid"):
+            self._lease = UidLease()
+            os.chmod(self._dir, 0o711)
         uid = self._lease.uid if self._lease is not None else None
         if self._lease is not None:
             self._lease.kill_all()
@@ -428,7 +533,6 @@ class WorkerSession:
         popen: dict[str, Any] = {}
         if level == "uid" and uid is not None:
             popen = {"user": uid, "group": uid, "extra_groups": []}
-        font = _font_cache()
         env = worker_environment(level, paths, self.weights, hub_dir().parent if hub_dir().is_dir() else None)
         try:
             with open(self._log_path, "ab") as log:  # noqa: SIM117
@@ -446,19 +550,7 @@ class WorkerSession:
         os.set_blocking(self._request_fd, False)
         self._reader = FrameReader(self.limits.result_bytes + 2**20)
         self._inbox = []
-        start = {
-            "op": "start",
-            "limits": self.limits.to_plain(),
-            "own_uid": self._lease is not None,
-            "home": paths.home(level),
-            "workdir": paths.workdir(level),
-            "helper_name": self.helper_module.name,
-            "font_cache": paths.font_cache_inside(level),
-            "font_cache_name": font[1] if font else None,
-            "tripwire": self._tripwire_config(paths),
-            "program": self.program.to_plain(),
-            "skip": dict(self._skip),
-        }
+        start = self._start_message(paths, level, own_uid=self._lease is not None)
         self._send(start, timeout=self.limits.startup_seconds)
 
     def _start_and_load(self) -> dict[str, Any] | None:
@@ -545,7 +637,10 @@ class WorkerSession:
             shutil.rmtree(self._dir / "home", ignore_errors=True)
 
     @staticmethod
-    def _kill(process: subprocess.Popen[bytes]) -> None:
+    def _kill(process: subprocess.Popen[bytes] | ZygoteChild) -> None:
+        if isinstance(process, ZygoteChild):  # the zygote kills it and cleans up after it
+            process.kill()
+            return
         if process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -645,7 +740,8 @@ class WorkerSession:
         signum = None
         if status is not None and status < 0:
             signum = -status
-        elif status is not None and status > 128 and self.isolation_level == "bwrap":
+        elif status is not None and status > 128 and self.isolation_level == "bwrap" \
+                and not isinstance(self._process, ZygoteChild):  # bwrap's init reports a signal so
             signum = status - 128
         if signum is not None:
             if signum == signal.SIGXCPU:

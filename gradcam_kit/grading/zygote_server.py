@@ -1,0 +1,240 @@
+"""The zygote, inside the sandbox: it imports torch once and forks a fresh worker per submission.
+
+Started by :class:`gradcam_kit.grading.zygote.Zygote` as ``python -m gradcam_kit.grading.worker
+--zygote-fd N`` in a ``bwrap`` sandbox of its own, it reads its configuration from the control
+socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON message per packet, file descriptors passed
+alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_libraries`), says
+``ready``, then serves one request at a time:
+
+``{"op": "fork"}`` with three descriptors (request pipe, reply pipe, log file)
+    fork a worker: in the child, a new session, the log as standard output and error, then
+    exactly what a freshly started worker does (:func:`~gradcam_kit.grading.worker.run_worker`).
+    Answers ``{"event": "forked", "pid": P}``.
+``{"op": "kill", "pid": P}``
+    kill that worker's process group.
+``{"op": "bye"}``
+    leave.
+
+When a worker ends, the zygote kills every other process left in the sandbox, removes every file
+written in the scratch folder and ``/tmp``, and only then reports ``{"event": "exited", "pid": P,
+"status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
+starts in the same clean sandbox as a freshly started one, and nothing of one student's code
+survives into the next. If the clean-up fails, the zygote says ``{"event": "dirty"}`` and leaves;
+the grader starts a new sandbox.
+
+The zygote runs none of the students' code itself, and is not dumpable: a worker cannot read or
+change its memory (no ``ptrace``, no ``/proc/<pid>/mem``). A worker can still signal it (same uid);
+then the sandbox ends and the grader starts a new one.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+SWEEP_SECONDS = 5.0
+"""How long the zygote tries to kill a finished worker's leftover processes before giving up."""
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+class ZygoteServer:
+    """Serve fork requests on ``control_fd``; ``run_worker(request_fd, reply_fd)`` is a worker's life."""
+
+    def __init__(self, control_fd: int, run_worker: Callable[[int, int], int]) -> None:
+        self.control = socket.socket(fileno=control_fd)
+        self.run_worker = run_worker
+        self.child: int | None = None
+        self.config: dict[str, Any] = {}
+
+    # -- messages -----------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        self.control.send(json.dumps(message).encode())
+
+    def receive(self) -> tuple[dict[str, Any] | None, list[int]]:
+        data, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
+        if not data:
+            return None, fds
+        return json.loads(data), fds
+
+    # -- life -----------------------------------------------------------------------------------
+    def serve(self) -> int:
+        from gradcam_kit.grading.worker import import_libraries, prepare_home
+
+        self.config, _ = self.receive()
+        if self.config is None:
+            return 0
+        _prctl(_PR_SET_DUMPABLE, 0)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        prepare_home(self.config["home"], self.config.get("font_cache"), self.config.get("font_cache_name"))
+        import_libraries()
+        gc.collect()
+        gc.freeze()  # the collector then leaves the inherited objects alone: fewer pages copied on write
+        if not self.clean():
+            self.send({"event": "dirty"})
+            return 1
+        self.send({"event": "ready"})
+        while True:
+            ready, _, _ = select.select([self.control], [], [], 0.05 if self.child else None)
+            if self.child is not None:
+                self.reap()
+            if not ready:
+                continue
+            message, fds = self.receive()
+            op = (message or {}).get("op")
+            if op == "fork" and len(fds) == 3:
+                self.fork(*fds)
+            else:
+                for fd in fds:
+                    os.close(fd)
+            if op == "kill" and self.child is not None and message.get("pid") == self.child:
+                _kill_group(self.child)
+            elif message is None or op == "bye":
+                if self.child is not None:
+                    _kill_group(self.child)
+                self.sweep()
+                return 0
+
+    def fork(self, request_fd: int, reply_fd: int, log_fd: int) -> None:
+        if self.child is not None:  # one worker at a time: the previous one is ended first
+            _kill_group(self.child)
+            while self.child is not None:
+                self.reap(block=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 70
+            try:
+                os.setsid()
+                self.control.close()
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                os.close(log_fd)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                code = self.run_worker(request_fd, reply_fd)
+            except SystemExit as leaving:
+                code = leaving.code if isinstance(leaving.code, int) else 1
+            except BaseException:  # noqa: BLE001
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        for fd in (request_fd, reply_fd, log_fd):
+            os.close(fd)
+        self.child = pid
+        self.send({"event": "forked", "pid": pid})
+
+    def reap(self, block: bool = False) -> None:
+        """Collect ended processes; when the worker is among them, clean up and report it."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child:
+                self.child = None
+                if not self.clean():
+                    self.send({"event": "dirty"})
+                    raise SystemExit(1)
+                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+                self.send({"event": "exited", "pid": pid, "status": code})
+                return
+
+    # -- between two workers --------------------------------------------------------------------
+    def clean(self) -> bool:
+        """Kill every other process of the sandbox and empty the scratch folder and /tmp."""
+        return self.sweep() and self.wipe()
+
+    def sweep(self) -> bool:
+        """Kill every process of the sandbox but this one (and the sandbox's init), and reap them."""
+        deadline = time.monotonic() + SWEEP_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # nothing left that we may signal
+                return True
+            time.sleep(0.005)
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+            except ChildProcessError:
+                pass
+        return False
+
+    def wipe(self) -> bool:
+        """Remove what the workers wrote in the scratch folder and /tmp, keeping only the read-only
+        binds listed in the configuration's ``keep`` (and the folders holding them). True when
+        nothing else is left."""
+        keep = {str(Path(path)) for path in self.config.get("keep", [])}
+        holders = {str(parent) for path in keep for parent in Path(path).parents}
+
+        def clear(folder: Path, remove: bool) -> list[Path]:
+            left = []
+            for entry in _entries(folder):
+                if str(entry) in keep:
+                    continue
+                if str(entry) in holders:
+                    left += clear(entry, remove)
+                elif remove:
+                    _remove(entry)
+                else:
+                    left.append(entry)
+            return left
+
+        roots = (Path(self.config["home"]), Path("/tmp"))
+        for root in roots:
+            clear(root, remove=True)
+        return not any(clear(root, remove=False) for root in roots)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [folder / name for name in os.listdir(folder)]
+    except OSError:
+        return []
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` whatever its permissions (the worker may have made its folders read-only)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, stat.S_IRWXU)
+            for folder, folders, _ in os.walk(path):
+                for name in folders:
+                    try:
+                        os.chmod(os.path.join(folder, name), stat.S_IRWXU, follow_symlinks=False)
+                    except OSError:
+                        pass
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
