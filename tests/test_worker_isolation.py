@@ -168,7 +168,7 @@ def test_two_students_at_once_cannot_touch_each_other(fake_course, course):
     with _session(fake_course, course, "bob") as bob, _session(fake_course, course, "alice") as alice:
         assert bob.load().ok and alice.load().ok
         if os.geteuid() == 0:
-            assert bob._lease.uid != alice._lease.uid
+            assert None not in (bob.uid, alice.uid) and bob.uid != alice.uid
         bobs_files = [str(bob._dir), str(bob._dir / "home"), str(bob._log_path)]
         report = alice.call("spy", bobs_files, [str(bob._log_path)], 9).value
         for path in bobs_files:

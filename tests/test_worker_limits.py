@@ -21,7 +21,7 @@ RESTARTING = {"exit", "crash", "timeout", "cpu", "memory", "output", "processes"
 
 def _runnable(case: cases.HostileCall, session: WorkerSession) -> bool:
     """The fork bomb runs only where the process limit holds: a worker with a uid of its own."""
-    return not case.needs_unprivileged or session._lease is not None
+    return not case.needs_unprivileged or session.uid is not None
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ zygote, zygote_server
     the side inside the sandbox).
 reference_cache
     Where the judges keep their reference values, and how a judge waits while they are prepared.
+processes
+    ``process_alive(pid)``.
 models
     ``build_model(spec)``: the models the judge and the worker both build, identically.
 """

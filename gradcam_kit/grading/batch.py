@@ -63,8 +63,6 @@ import nbformat
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading import reports
-from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
-from gradcam_kit.grading.reference_cache import PREPARING
 from gradcam_kit.grading.gradebook import (
     GradebookError,
     GradebookWriter,
@@ -76,6 +74,9 @@ from gradcam_kit.grading.gradebook import (
     test_cells,
     write_notebook_atomically,
 )
+from gradcam_kit.grading.processes import process_alive
+from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
+from gradcam_kit.grading.reference_cache import PREPARING
 from gradcam_kit.progress import ProgressBar
 
 TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
@@ -609,19 +610,9 @@ def remove_stale_work(work: Path) -> None:
         return
     for folder in work.iterdir():
         owner = folder.name.split("-", 1)[0]
-        if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)):
+        if owner.isdigit() and int(owner) != os.getpid() and process_alive(int(owner)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,23 +14,11 @@ import os
 import time
 from pathlib import Path
 
+from gradcam_kit.grading.processes import process_alive
+
 CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 PREPARING = ".preparing"
 POLL_SECONDS = 0.1
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended but not yet collected by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def wait_for_preparation(folder: Path, timeout: float = 900.0) -> None:
@@ -43,6 +31,6 @@ def wait_for_preparation(folder: Path, timeout: float = 900.0) -> None:
             pid = int(marker.read_text().strip())
         except (OSError, ValueError):
             return
-        if pid == os.getpid() or not _alive(pid):  # the preparing process itself never waits
+        if pid == os.getpid() or not process_alive(pid):  # the preparing process itself never waits
             return
         time.sleep(POLL_SECONDS)

@@ -216,6 +216,7 @@ class WorkerSession:
         self._use_zygote = self.isolation_level == "bwrap" and zygote_enabled()
         """Fork the workers from the process's zygote (see :mod:`gradcam_kit.grading.zygote`)."""
         self._process: subprocess.Popen[bytes] | ZygoteChild | None = None
+        self._worker_uid: int | None = None
         self._request_fd = -1
         self._reply_fd = -1
         self._reader = FrameReader(limits.result_bytes + 2**20)
@@ -244,6 +245,12 @@ class WorkerSession:
             pass
 
     # -- public API --------------------------------------------------------------------------------
+    @property
+    def uid(self) -> int | None:
+        """The uid leased to the last worker started (its own, or its zygote's), or ``None``: it ran
+        as the grader's user (then no process limit holds), or none was started yet."""
+        return self._worker_uid
+
     def load(self) -> LoadResult:
         """Start the worker and run the notebook's cells (once; later calls return the same result)."""
         if self._load is not None:
@@ -481,6 +488,7 @@ class WorkerSession:
             os.close(request_read)
             os.close(reply_write)
         self._request_fd, self._reply_fd = request_write, reply_read
+        self._worker_uid = zygote.lease.uid if zygote.lease is not None else None
         os.set_blocking(self._request_fd, False)
         self._reader = FrameReader(self.limits.result_bytes + 2**20)
         self._inbox = []
@@ -520,6 +528,7 @@ class WorkerSession:
             self._lease = UidLease()
             os.chmod(self._dir, 0o711)
         uid = self._lease.uid if self._lease is not None else None
+        self._worker_uid = uid
         if self._lease is not None:
             self._lease.kill_all()
         prepare_host_home(level, paths, uid if level == "uid" else None)
