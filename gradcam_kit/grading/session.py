@@ -750,8 +750,8 @@ class WorkerSession:
         if status is not None and status < 0:
             signum = -status
         elif status is not None and status > 128 and self.isolation_level == "bwrap" \
-                and not isinstance(self._process, ZygoteChild):  # bwrap's init reports a signal so
-            signum = status - 128
+                and not isinstance(self._process, ZygoteChild):
+            signum = status - 128  # bwrap reports its child's signal as 128 + n; the zygote, exactly
         if signum is not None:
             if signum == signal.SIGXCPU:
                 return _WorkerLost(f"used more than {limits.cpu_seconds} s of CPU time", "cpu")
