@@ -1,5 +1,5 @@
 """Workers forked by the zygote: started without importing torch again, and each in a sandbox as
-clean as a freshly started one (no file, no process of the student before).
+clean as a freshly started one (no file, no process, no IPC object of the student before).
 
 The tripwire (audit hook) is off here: these are checks of the OS-level clean-up, which must hold
 against code that gets past the hook (``ctypes``).
@@ -35,6 +35,11 @@ def channel_weights(gradients):
     os.chmod(locked / "inside", 0)
     os.chmod(locked, 0o500)
     lingering = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    import ctypes
+    libc = ctypes.CDLL(None)
+    segment = libc.shmget(0, 4096, 0o1600)   # IPC_PRIVATE, IPC_CREAT | 0600
+    queue = libc.msgget(0, 0o1600)
+    assert segment >= 0 and queue >= 0
     return [lingering.pid, os.getppid()]
 '''
 
@@ -44,7 +49,9 @@ def channel_weights(gradients):
     home = pathlib.Path(os.environ["HOME"])
     files = sorted(str(path) for root in (home, pathlib.Path("/tmp")) for path in root.rglob("*"))
     processes = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    return [files, processes, os.getpid(), os.getppid()]
+    ipc = [line for kind in ("shm", "sem", "msg")
+           for line in pathlib.Path("/proc/sysvipc", kind).read_text().splitlines()[1:]]
+    return [files, processes, os.getpid(), os.getppid(), ipc]
 '''
 
 KILLS_ZYGOTE = '''
@@ -97,12 +104,13 @@ def test_nothing_of_a_worker_survives_into_the_next(submit):
     with submit("looker", LOOKS) as looker:
         looked = looker.call("channel_weights", GRADIENTS)
         assert looked.ok, looked.error
-        files, processes, own, parent = looked.value
+        files, processes, own, parent, ipc = looked.value
     assert parent == zygote_pid, "both workers should come from the same zygote"
     assert not [name for name in files if "planted" in name or "hijack" in name or "locked" in name
                 or name.endswith("matplotlibrc")], files
     assert lingering not in processes
     assert set(processes) <= {1, zygote_pid, own}, processes
+    assert ipc == [], ipc
 
 
 def test_a_worker_that_kills_its_zygote_fails_alone(submit):

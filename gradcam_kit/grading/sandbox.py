@@ -33,8 +33,9 @@ says which one it got); each level keeps every guarantee of the levels below it.
     the hidden tests, the source notebook, the gradebook and other students' files do not exist
     inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
     At this level a judge process keeps one sandbox whose first process, the zygote, imports torch
-    once and forks each worker; between two workers it kills every process left in the sandbox
-    and empties the scratch folder and /tmp (:mod:`gradcam_kit.grading.zygote`).
+    once and forks each worker; between two workers it kills every process left in the sandbox,
+    empties the scratch folder and /tmp and removes the System V IPC objects
+    (:mod:`gradcam_kit.grading.zygote`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Starting a worker costs about 2.5 s of CPU, almost all of it importing torch, to
 matplotlib. At the ``bwrap`` level a judge process keeps one sandbox whose first process, the
 zygote (:mod:`gradcam_kit.grading.zygote_server`), imports them once; each worker is then a fork of
 it, started in a few milliseconds, in a sandbox cleaned of everything the previous worker left
-(processes and files). A worker forked so gets the same ``start`` message, limits and audit hook
+(processes, files, System V IPC objects). A worker forked so gets the same ``start`` message, limits and audit hook
 as a freshly started one, and :class:`ZygoteChild` offers the part of ``subprocess.Popen`` that
 :class:`~gradcam_kit.grading.session.WorkerSession` uses.
 

@@ -16,7 +16,7 @@ alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_lib
     leave.
 
 When a worker ends, the zygote kills every other process left in the sandbox, removes every file
-written in the scratch folder and ``/tmp``, and only then reports ``{"event": "exited", "pid": P,
+written in the scratch folder and ``/tmp`` and every System V IPC object, and only then reports ``{"event": "exited", "pid": P,
 "status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
 starts in the same clean sandbox as a freshly started one, and nothing of one student's code
 survives into the next. If the clean-up fails, the zygote says ``{"event": "dirty"}`` and leaves;
@@ -162,8 +162,9 @@ class ZygoteServer:
 
     # -- between two workers --------------------------------------------------------------------
     def clean(self) -> bool:
-        """Kill every other process of the sandbox and empty the scratch folder and /tmp."""
-        return self.sweep() and self.wipe()
+        """Kill every other process of the sandbox, empty the scratch folder and /tmp, and remove
+        the System V IPC objects (the sandbox has an IPC namespace of its own)."""
+        return self.sweep() and self.wipe() and remove_ipc_objects()
 
     def sweep(self) -> bool:
         """Kill every process of the sandbox but this one (and the sandbox's init), and reap them."""
@@ -205,6 +206,33 @@ class ZygoteServer:
         for root in roots:
             clear(root, remove=True)
         return not any(clear(root, remove=False) for root in roots)
+
+
+_IPC_RMID = 0
+
+
+def _ipc_ids(kind: str) -> list[int]:
+    """The ids of the System V objects of ``kind`` (``shm``, ``sem``, ``msg``) in this IPC namespace."""
+    try:
+        lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [int(line.split()[1]) for line in lines if len(line.split()) > 1]
+
+
+def remove_ipc_objects() -> bool:
+    """Remove every System V shared memory segment, semaphore set and message queue; True when
+    none is left."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    removers = {"shm": lambda ident: libc.shmctl(ident, _IPC_RMID, None),
+                "sem": lambda ident: libc.semctl(ident, 0, _IPC_RMID),
+                "msg": lambda ident: libc.msgctl(ident, _IPC_RMID, None)}
+    for kind, remove in removers.items():
+        for ident in _ipc_ids(kind):
+            remove(ident)
+    return not any(_ipc_ids(kind) for kind in removers)
 
 
 def _entries(folder: Path) -> list[Path]:
