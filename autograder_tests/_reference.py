@@ -108,16 +108,13 @@ class CaptureArrays:
     grad_returned: np.ndarray
     grad_consumed: np.ndarray
     scores: np.ndarray
+    pairs: Mapping[str, tuple[str, str]]
+    """The answer key's ``PAIRS``: which fields each convention takes."""
 
     def pair(self, convention: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(activations, gradients)`` under ``convention`` (see ``gradcam_reference``)."""
-        if convention == "post_relu":
-            return self.consumed, self.grad_consumed
-        if convention == "pre_relu":
-            return self.returned, self.grad_returned
-        if convention == "mixed":
-            return self.consumed, self.grad_returned
-        raise ValueError(convention)
+        """``(activations, gradients)`` under ``convention`` (see ``answer_key.PAIRS``)."""
+        activations, gradients = self.pairs[convention]
+        return getattr(self, activations), getattr(self, gradients)
 
     @property
     def modified_in_place(self) -> bool:
@@ -312,7 +309,7 @@ class References:
             return {name: tensor.detach().numpy() for name, tensor in cap._asdict().items()}
 
         arrays = self._arrays(("capture", case), compute)
-        return CaptureArrays(**arrays)
+        return CaptureArrays(**arrays, pairs=self.key.PAIRS)
 
     def in_place(self, spec: ModelSpec, image: str, layer: str) -> bool:
         """Whether the model modifies ``layer``'s output in place (then the conventions differ)."""

@@ -35,8 +35,16 @@ reference = load_module_from(Path(__file__).resolve().with_name("gradcam_referen
 CONVENTIONS: tuple[str, ...] = tuple(reference.CONVENTIONS)
 """``("post_relu", "pre_relu", "mixed")``: see :mod:`gradcam_reference`."""
 
+PAIRS: dict[str, tuple[str, str]] = {
+    "post_relu": ("consumed", "grad_consumed"),
+    "pre_relu": ("returned", "grad_returned"),
+    "mixed": ("consumed", "grad_returned"),
+}
+"""For each convention, the :class:`Capture` fields it takes as ``(activations, gradients)``."""
+
 __all__ = [
     "CONVENTIONS",
+    "PAIRS",
     "Capture",
     "capture",
     "channel_weights",
@@ -99,14 +107,11 @@ class Capture(NamedTuple):
     scores: Tensor
 
     def pair(self, convention: str) -> tuple[Tensor, Tensor]:
-        """``(activations, gradients)`` under ``convention`` (see :mod:`gradcam_reference`)."""
-        if convention == "post_relu":
-            return self.consumed, self.grad_consumed
-        if convention == "pre_relu":
-            return self.returned, self.grad_returned
-        if convention == "mixed":
-            return self.consumed, self.grad_returned
-        raise ValueError(f"unknown convention {convention!r}")
+        """``(activations, gradients)`` under ``convention`` (see :data:`PAIRS`)."""
+        if convention not in PAIRS:
+            raise ValueError(f"unknown convention {convention!r}")
+        activations, gradients = PAIRS[convention]
+        return getattr(self, activations), getattr(self, gradients)
 
 
 def capture(model: nn.Module, image: Tensor, class_idx: int, layer: nn.Module | str) -> Capture:
