@@ -32,7 +32,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,6 +45,7 @@ __all__ = [
     "ProtocolError",
     "decode",
     "encode",
+    "map_leaves",
     "pack_frame",
     "read_frame",
     "unpack_payload",
@@ -207,6 +208,18 @@ def decode(document: Any, blobs: list[bytes], depth: int = 0) -> Any:
 # ------------------------------------------------------------------------------------------------
 # frames
 # ------------------------------------------------------------------------------------------------
+def map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with each item that is not a list, tuple or dict replaced by ``leaf(item)``, in
+    order; the lists, tuples and dicts (keys kept) are rebuilt around them."""
+    if isinstance(value, list):
+        return [map_leaves(item, leaf) for item in value]
+    if isinstance(value, tuple):
+        return tuple(map_leaves(item, leaf) for item in value)
+    if isinstance(value, dict):
+        return {key: map_leaves(item, leaf) for key, item in value.items()}
+    return leaf(value)
+
+
 def pack_frame(message: Any) -> bytes:
     """One frame holding ``message`` (plain data)."""
     blobs: list[bytes] = []

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gradcam_kit.grading.notebook import SubmissionProgram
-from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, pack_frame
+from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, map_leaves, pack_frame
 from gradcam_kit.grading.sandbox import (
     Limits,
     SandboxPaths,
@@ -342,15 +342,8 @@ class WorkerSession:
     # -- requests -------------------------------------------------------------------------------
     def _resolve(self, value: Any) -> Any:
         """Give ``ModelSpec(weights=None)`` the session's policy, so judge and worker agree."""
-        if isinstance(value, ModelSpec):
-            return value if value.weights is not None else ModelSpec(value.arch, self.weights, value.head)
-        if isinstance(value, list):
-            return [self._resolve(item) for item in value]
-        if isinstance(value, tuple):
-            return tuple(self._resolve(item) for item in value)
-        if isinstance(value, dict):
-            return {key: self._resolve(item) for key, item in value.items()}
-        return value
+        return map_leaves(value, lambda item: ModelSpec(item.arch, self.weights, item.head)
+                          if isinstance(item, ModelSpec) and item.weights is None else item)
 
     def _request(self, function: str, request: dict[str, Any]) -> Outcome:
         self.load()
@@ -420,11 +413,9 @@ class WorkerSession:
             deny.append(tempfile.gettempdir())
         return {"allow": allow, "deny": deny, "writable": writable}
 
-    def _zygote(self) -> Zygote | None:
+    def _zygote(self, paths: SandboxPaths) -> Zygote | None:
         """This process's zygote for this session's sandbox (started at first use), or ``None``
-        when it cannot be had: the session then starts its workers itself, for good."""
-        paths = self._paths()
-        paths = SandboxPaths(paths.host_home, paths.images_dir, paths.helper_module, None, paths.read_only)
+        when it cannot be had (then the session starts its workers itself, for good) or is busy."""
         font = _font_cache()
         key = ("bwrap", str(paths.images_dir), str(paths.helper_module), paths.read_only, self.weights,
                self.limits.scratch_bytes, font)
@@ -460,45 +451,14 @@ class WorkerSession:
             print(f"[worker] no zygote ({error}); starting each worker afresh", file=sys.stderr)
             self._use_zygote = False
             return None
-        if zygote.busy:  # another session of this process is using it
-            return None
-        return zygote
+        return None if zygote.busy else zygote  # busy: another session of this process has it
 
-    def _fork(self) -> bool:
-        """Fork a worker from the zygote and send it the program; ``False`` if there is no zygote."""
-        zygote = self._zygote()
-        if zygote is None:
-            return False
-        level = self.isolation_level
-        paths = self._paths()
-        request_read, request_write = os.pipe()
-        reply_read, reply_write = os.pipe()
-        self._starts += 1
-        self._log_path = self._dir / f"worker-{self._starts}.log"
-        try:
-            with open(self._log_path, "ab") as log:
-                self._process = zygote.fork(request_read, reply_write, log.fileno())
-        except ZygoteError as error:
-            os.close(request_write)
-            os.close(reply_read)
-            print(f"[worker] the zygote failed ({error}); starting the worker afresh", file=sys.stderr)
-            self._starts -= 1
-            return False
-        finally:
-            os.close(request_read)
-            os.close(reply_write)
-        self._request_fd, self._reply_fd = request_write, reply_read
-        self._worker_uid = zygote.lease.uid if zygote.lease is not None else None
-        os.set_blocking(self._request_fd, False)
-        self._reader = FrameReader(self.limits.result_bytes + 2**20)
-        self._inbox = []
-        notebook = None
-        if self.program.submission_path.is_file():
-            data = np.frombuffer(self.program.submission_path.read_bytes(), dtype=np.uint8)
-            notebook = {"name": self.program.submission_path.name, "data": data}
-        self._send(self._start_message(paths, level, own_uid=zygote.lease is not None, notebook=notebook),
-                   timeout=self.limits.startup_seconds)
-        return True
+    def _notebook_copy(self) -> dict[str, Any] | None:
+        """The submission's bytes, for a worker whose sandbox does not bind it (a forked one)."""
+        path = self.program.submission_path
+        if not path.is_file():
+            return None
+        return {"name": path.name, "data": np.frombuffer(path.read_bytes(), dtype=np.uint8)}
 
     def _start_message(self, paths: SandboxPaths, level: str, own_uid: bool,
                        notebook: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -519,48 +479,70 @@ class WorkerSession:
         }
 
     def _start(self) -> None:
-        """Start a fresh worker (fresh scratch folder) and send it the program."""
-        if self._use_zygote and self._fork():
-            return
+        """Start a fresh worker (fresh scratch folder) and send it the program: forked by the
+        zygote when there is one, else a process of its own."""
         level = self.isolation_level
         paths = self._paths()
+        zygote = self._zygote(paths) if self._use_zygote else None
+        if zygote is not None:
+            try:
+                self._connect(paths, lambda request, reply, log: zygote.fork(request, reply, log.fileno()),
+                              uid=zygote.lease.uid if zygote.lease is not None else None,
+                              notebook=self._notebook_copy())
+                return
+            except ZygoteError as error:
+                print(f"[worker] the zygote failed ({error}); starting the worker afresh", file=sys.stderr)
         if self._lease is None and os.geteuid() == 0 and level in ("bwrap", "uid"):
             self._lease = UidLease()
             os.chmod(self._dir, 0o711)
         uid = self._lease.uid if self._lease is not None else None
-        self._worker_uid = uid
         if self._lease is not None:
             self._lease.kill_all()
         prepare_host_home(level, paths, uid if level == "uid" else None)
-        request_read, request_write = os.pipe()
-        reply_read, reply_write = os.pipe()
-        worker_args = ["--request-fd", str(request_read), "--reply-fd", str(reply_write)]
-        command = build_command(level, paths, self.limits, worker_args,
-                                drop_to=uid if level == "bwrap" else None)
-        self._starts += 1
-        self._log_path = self._dir / f"worker-{self._starts}.log"
         popen: dict[str, Any] = {}
         if level == "uid" and uid is not None:
             popen = {"user": uid, "group": uid, "extra_groups": []}
         env = worker_environment(level, paths, self.weights, hub_dir().parent if hub_dir().is_dir() else None)
+
+        def spawn(request: int, reply: int, log: Any) -> subprocess.Popen[bytes]:
+            command = build_command(level, paths, self.limits, ["--request-fd", str(request), "--reply-fd", str(reply)],
+                                    drop_to=uid if level == "bwrap" else None)
+            try:
+                return subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(request, reply), env=env,
+                    cwd=paths.workdir(level) if level != "bwrap" else "/", start_new_session=True, **popen)
+            except OSError as error:
+                raise _WorkerLost(f"could not be started ({error})", "grader") from None
+
+        self._connect(paths, spawn, uid=uid)
+
+    def _connect(self, paths: SandboxPaths, spawn: Any, uid: int | None,
+                 notebook: dict[str, Any] | None = None) -> None:
+        """Start a worker with ``spawn(request_fd, reply_fd, log)`` (which returns its process,
+        reading requests from the first pipe, answering on the second and printing to the log),
+        keep this side's ends of the pipes, and send it the ``start`` message."""
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        log_path = self._dir / f"worker-{self._starts + 1}.log"
         try:
-            with open(self._log_path, "ab") as log:  # noqa: SIM117
-                self._process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(request_read, reply_write),
-                    env=env, cwd=paths.workdir(level) if level != "bwrap" else "/", start_new_session=True, **popen)
-        except OSError as error:
+            with open(log_path, "ab") as log:
+                self._process = spawn(request_read, reply_write, log)
+        except BaseException:
             os.close(request_write)
             os.close(reply_read)
-            raise _WorkerLost(f"could not be started ({error})", "grader") from None
+            raise
         finally:
             os.close(request_read)
             os.close(reply_write)
+        self._starts += 1
+        self._log_path = log_path
+        self._worker_uid = uid
         self._request_fd, self._reply_fd = request_write, reply_read
         os.set_blocking(self._request_fd, False)
         self._reader = FrameReader(self.limits.result_bytes + 2**20)
         self._inbox = []
-        start = self._start_message(paths, level, own_uid=self._lease is not None)
-        self._send(start, timeout=self.limits.startup_seconds)
+        self._send(self._start_message(paths, self.isolation_level, own_uid=uid is not None, notebook=notebook),
+                   timeout=self.limits.startup_seconds)
 
     def _start_and_load(self) -> dict[str, Any] | None:
         """Start a worker and load the notebook, skipping cells that killed earlier workers.

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gradcam_kit.grading.protocol import LayerRef, ModelSpec, read_frame, write_frame
+from gradcam_kit.grading.protocol import LayerRef, ModelSpec, map_leaves, read_frame, write_frame
 
 MAX_ITEMS = 10_000
 MAX_STRING = 100_000
@@ -693,41 +693,36 @@ class Worker:
         np.random.seed(0)
 
     def _to_student(self, value: Any, models: list[Any]) -> Any:
+        """Arrays as CPU tensors (float32 unless integer or boolean), and a fresh model for each
+        ``ModelSpec`` (appended to ``models``), inside any lists, tuples and dicts."""
         import torch
 
-        if isinstance(value, np.ndarray):
-            if np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_:
-                return torch.from_numpy(np.array(value, copy=True))
-            return torch.from_numpy(np.array(value, dtype=np.float32, copy=True))
-        if isinstance(value, ModelSpec):
-            model = self.fresh_model(value)
-            models.append(model)
-            return model
-        if isinstance(value, LayerRef):
-            return value
-        if isinstance(value, list):
-            return [self._to_student(item, models) for item in value]
-        if isinstance(value, tuple):
-            return tuple(self._to_student(item, models) for item in value)
-        if isinstance(value, dict):
-            return {key: self._to_student(item, models) for key, item in value.items()}
-        return value
+        def leaf(item: Any) -> Any:
+            if isinstance(item, np.ndarray):
+                if np.issubdtype(item.dtype, np.integer) or item.dtype == np.bool_:
+                    return torch.from_numpy(np.array(item, copy=True))
+                return torch.from_numpy(np.array(item, dtype=np.float32, copy=True))
+            if isinstance(item, ModelSpec):
+                model = self.fresh_model(item)
+                models.append(model)
+                return model
+            return item
+
+        return map_leaves(value, leaf)
 
     @staticmethod
     def _resolve_layers(value: Any, models: list[Any]) -> Any:
-        if isinstance(value, LayerRef):
+        """Each ``LayerRef`` as the submodule of the call's first model."""
+        def leaf(item: Any) -> Any:
+            if not isinstance(item, LayerRef):
+                return item
             if not models:
-                raise CallFailure(f"the grader asked for layer {value.name!r} without a model", "grader")
+                raise CallFailure(f"the grader asked for layer {item.name!r} without a model", "grader")
             import torch
 
-            return torch.nn.Module.get_submodule(models[0], value.name)
-        if isinstance(value, list):
-            return [Worker._resolve_layers(item, models) for item in value]
-        if isinstance(value, tuple):
-            return tuple(Worker._resolve_layers(item, models) for item in value)
-        if isinstance(value, dict):
-            return {key: Worker._resolve_layers(item, models) for key, item in value.items()}
-        return value
+            return torch.nn.Module.get_submodule(models[0], item.name)
+
+        return map_leaves(value, leaf)
 
     def _function(self, name: str) -> Callable[..., Any]:
         function = self.namespace.get(name)
