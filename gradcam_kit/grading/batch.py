@@ -389,8 +389,8 @@ class JudgeRunner:
                 yield run
         finally:
             self.stop_all()
-            for slot in slots:
-                slot.join(timeout=15)
+            for thread in [*slots, *([self._preparing] if self._preparing else [])]:
+                thread.join(timeout=15)
 
     def start_preparing(self) -> None:
         """Start computing the judges' reference values into their shared cache, beside the judges.

@@ -127,7 +127,6 @@ class ZygoteServer:
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)
                 os.close(log_fd)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 code = self.run_worker(request_fd, reply_fd)
             except SystemExit as leaving:
                 code = leaving.code if isinstance(leaving.code, int) else 1
