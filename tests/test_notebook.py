@@ -63,19 +63,12 @@ HIDDEN_REGION = (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # this module runs DenseNet
+
+
 # --------------------------------------------------------------------------------------------
 # Reading the notebook
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread while this module runs DenseNet: on a small, shared CI machine,
-    OpenMP threads that wait for each other make a pass many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def notebook(course):
     return nbformat.read(course.source_notebook, as_version=4)
