@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import selectors
 import shutil
 import signal
@@ -63,6 +62,7 @@ import nbformat
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading import reports
+from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.gradebook import (
     GradebookError,
     GradebookWriter,
@@ -228,12 +228,12 @@ def already_graded(folder: GradesFolder, writer: GradebookWriter, submission: Su
 # ---------------------------------------------------------------------------------------------
 # 4: the judge
 # ---------------------------------------------------------------------------------------------
-#: The judge can grade a series of notebooks in one process (``python -m autograder_tests --out
-#: DIR NB1.ipynb NB2.ipynb ...``): each notebook gets its own pytest session and its own fresh
-#: sandboxed worker, but the judge's imports and reference computations are shared. After each
-#: notebook it prints a line matching :data:`SERIES_DONE`.
+#: The judge can grade a series of notebooks in one process (``python -m autograder_tests
+#: --status-fd N --out DIR NB1.ipynb NB2.ipynb ...``): each notebook gets its own pytest session and
+#: its own fresh sandboxed worker, but the judge's imports and reference computations are shared.
+#: After each notebook it writes a status record on descriptor N, a pipe of its own
+#: (:mod:`gradcam_kit.grading.judge_status`); its output, which carries students' text, is a log.
 SERIES_ENTRY = "__main__.py"
-SERIES_DONE = re.compile(r"^\[autograder\] (?P<name>.+)\.ipynb: exit status (?P<status>-?\d+), [0-9.]+ s\s*$")
 #: The most notebooks given to one judge process (a crash costs the rest of its series a restart).
 MAX_SERIES = 8
 
@@ -298,10 +298,11 @@ def judge_command(course: Course, run: JudgeRun) -> list[str]:
     ])
 
 
-def series_command(runs: Sequence[JudgeRun]) -> list[str]:
-    """The judge's command line for a series of notebooks (run in the course folder)."""
-    return _launch(["-m", "autograder_tests", "--out", str(runs[0].results_path.parent),
-                    *(str(run.notebook) for run in runs)])
+def series_command(runs: Sequence[JudgeRun], status_fd: int) -> list[str]:
+    """The judge's command line for a series of notebooks (run in the course folder), reporting each
+    notebook done on ``status_fd``."""
+    return _launch(["-m", "autograder_tests", STATUS_FD_OPTION, str(status_fd), "--out",
+                    str(runs[0].results_path.parent), *(str(run.notebook) for run in runs)])
 
 
 def judge_environment(threads: int, reference_cache: Path) -> dict[str, str]:
@@ -462,12 +463,13 @@ class JudgeRunner:
             if retry and not self._stopping:
                 batches.put(retry)
 
-    def _start(self, command: list[str], stdout) -> subprocess.Popen | None:
+    def _start(self, command: list[str], stdout, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen | None:
         with self._lock:
             if self._stopping:
                 return None
             process = subprocess.Popen(command, cwd=self.course.root, env=self.env, stdin=subprocess.DEVNULL,
-                                       stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+                                       pass_fds=pass_fds)
             self._running[process.pid] = process
             return process
 
@@ -495,15 +497,27 @@ class JudgeRunner:
         return []
 
     def _run_series(self, batch: Sequence[Submission], folder: Path, emit) -> list[Submission]:
-        """``python -m autograder_tests`` on a series of notebooks; returns those to judge again."""
-        runs = {submission.student: JudgeRun.planned(submission, folder) for submission in batch}
+        """``python -m autograder_tests`` on a series of notebooks; returns those to judge again.
+
+        Each notebook is done when the judge says so on the status pipe; its part of the judge's
+        output (from the previous record to this one) becomes its log.
+        """
+        runs = {run.notebook.name: run for run in (JudgeRun.planned(submission, folder) for submission in batch)}
         pending = list(runs)
-        process = self._start(series_command(list(runs.values())), subprocess.PIPE)
+        status_read, status_write = os.pipe()
+        output = folder / "judge-output.log"
+        with open(output, "wb") as log:
+            try:
+                process = self._start(series_command(list(runs.values()), status_write), log,
+                                      pass_fds=(status_write,))
+            finally:
+                os.close(status_write)
         if process is None:
+            os.close(status_read)
             return []
-        reader = _LineReader(process.stdout)
+        reader = _LineReader(os.fdopen(status_read, "rb", buffering=0))
         last = time.monotonic()
-        piece = bytearray()
+        offset = 0
         error = None
         try:
             while pending:
@@ -514,16 +528,18 @@ class JudgeRunner:
                     break
                 if line == b"":  # the process ended
                     break
-                piece += line
-                done = SERIES_DONE.match(line.decode("utf-8", "replace"))
-                if done and done["name"] in pending:
-                    now = time.monotonic()
-                    run = runs[done["name"]]
-                    pending.remove(done["name"])
-                    run.log.write_bytes(bytes(piece))
-                    piece.clear()
-                    emit(run.finish(int(done["status"]), now - last))
-                    last = now
+                try:
+                    done = JudgeStatus.from_line(line)
+                except ValueError:
+                    continue  # not from this judge (it writes nothing else there): ignored
+                if done.notebook not in pending:
+                    continue
+                now = time.monotonic()
+                run = runs[done.notebook]
+                pending.remove(done.notebook)
+                offset = _copy_log(output, offset, run.log)
+                emit(run.finish(done.exit_status, now - last))
+                last = now
             if not pending:
                 try:
                     process.wait(timeout=30)
@@ -539,7 +555,7 @@ class JudgeRunner:
             return []
         # the notebook in progress failed; the rest of the series goes to a new process
         failed = runs[pending[0]]
-        failed.log.write_bytes(bytes(piece) + reader.rest())
+        _copy_log(output, offset, failed.log)
         emit(failed.finish(returncode, time.monotonic() - last, error or
                            (f"the judge crashed (exit status {returncode})" if returncode not in (0, 1)
                             else "the judge stopped without grading this notebook")))
@@ -591,6 +607,18 @@ class _LineReader:
     def close(self) -> None:
         self.selector.close()
         self.stream.close()
+
+
+def _copy_log(output: Path, offset: int, destination: Path) -> int:
+    """Copy ``output`` from ``offset`` to its current end into ``destination``; the new offset."""
+    try:
+        with open(output, "rb") as source:
+            source.seek(offset)
+            data = source.read()
+    except OSError:
+        return offset
+    destination.write_bytes(data)
+    return offset + len(data)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -584,6 +584,10 @@ class Worker:
         sys.path[:] = [workdir] + [entry for entry in sys.path if entry not in ("", ".")]
         import_libraries()  # already done, in a worker forked by the zygote
         self.helpers = load_private_module(str(Path(workdir) / start["helper_name"]), "_grader_tp2_utils")
+        if start.get("syscall_filter"):  # the uid and process levels (bwrap applies it to the whole sandbox)
+            from gradcam_kit.grading.syscalls import install
+
+            install(private_ipc=False)
         tripwire = start.get("tripwire")
         if tripwire:
             sys.addaudithook(Tripwire(tripwire["allow"], tripwire["deny"], tripwire["writable"]))
@@ -944,15 +948,27 @@ class Worker:
             else:
                 try:
                     answer = handler(request)
-                except Exception as error:  # noqa: BLE001 - a bug of the harness or a broken model
-                    answer = {"ok": False, "value": None, "failure": "grader",
-                              "error": f"the grader failed to run this call: {type(error).__name__}: "
-                                       f"{_safe_text(error)}{student_location(error)}",
-                              "observations": {}}
+                except Exception as error:  # noqa: BLE001 - a bug of the harness, or code the student replaced
+                    answer = harness_failure(error)
             answer["id"] = request.get("id")
             self.send(answer)
             if answer.get("restart"):
                 return
+
+
+def harness_failure(error: BaseException) -> dict[str, Any]:
+    """The answer to a call whose harness (not the student's function itself) raised ``error``.
+
+    When the exception comes from the student's code (it went through a frame of one of their
+    cells: a monkeypatched library, a model they changed), it is theirs: ``exception``. Otherwise
+    the grader itself failed (its own files unreadable, a bug): ``grader``, never charged to them.
+    """
+    where = student_location(error)
+    if where:
+        return {"ok": False, "value": None, "failure": "exception", "observations": {},
+                "error": f"your code broke the grader's call: {type(error).__name__}: {_safe_text(error)}{where}"}
+    return {"ok": False, "value": None, "failure": "grader", "observations": {},
+            "error": f"the grader failed to run this call: {type(error).__name__}: {_safe_text(error)}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -962,7 +978,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zygote-fd", type=int, help="serve as the zygote on this control socket")
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
+    parser.add_argument("--probe", action="store_true", help="check that the worker's code imports, and leave")
     options = parser.parse_args(argv)
+    if options.probe:
+        import gradcam_kit.grading.models  # noqa: F401 - imported lazily by real workers
+
+        print(Path(sys.modules["gradcam_kit"].__file__ or "").parent)
+        return 0
     if options.uid is not None:
         drop_privileges(options.uid, options.gid if options.gid is not None else options.uid)
     faulthandler.enable(file=sys.stderr)

@@ -33,14 +33,14 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from gradcam_kit.grading.mounts import Wiper
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
@@ -62,6 +62,7 @@ class ZygoteServer:
         self.run_worker = run_worker
         self.child: int | None = None
         self.config: dict[str, Any] = {}
+        self.wiper: Wiper | None = None
 
     # -- messages -----------------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -82,6 +83,7 @@ class ZygoteServer:
             return 0
         _prctl(_PR_SET_DUMPABLE, 0)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        self.wiper = Wiper(self.config["home"])  # the sandbox as it was built
         prepare_home(self.config["home"], self.config.get("font_cache"), self.config.get("font_cache_name"))
         import_libraries()
         gc.collect()
@@ -182,29 +184,12 @@ class ZygoteServer:
         return False
 
     def wipe(self) -> bool:
-        """Remove what the workers wrote in the scratch folder and /tmp, keeping only the read-only
-        binds listed in the configuration's ``keep`` (and the folders holding them). True when
-        nothing else is left."""
-        keep = {str(Path(path)) for path in self.config.get("keep", [])}
-        holders = {str(parent) for path in keep for parent in Path(path).parents}
-
-        def clear(folder: Path, remove: bool) -> list[Path]:
-            left = []
-            for entry in _entries(folder):
-                if str(entry) in keep:
-                    continue
-                if str(entry) in holders:
-                    left += clear(entry, remove)
-                elif remove:
-                    _remove(entry)
-                else:
-                    left.append(entry)
-            return left
-
-        roots = (Path(self.config["home"]), Path("/tmp"))
-        for root in roots:
-            clear(root, remove=True)
-        return not any(clear(root, remove=False) for root in roots)
+        """Remove what the workers wrote anywhere in the sandbox (:class:`~gradcam_kit.grading.mounts.Wiper`:
+        the writable mounts, read from the sandbox's mount table). True when it is as it was built."""
+        left = self.wiper.wipe()
+        if left:
+            print(f"[zygote] could not clean: {', '.join(left[:5])}", file=sys.stderr, flush=True)
+        return not left
 
 
 _IPC_RMID = 0
@@ -232,31 +217,6 @@ def remove_ipc_objects() -> bool:
         for ident in _ipc_ids(kind):
             remove(ident)
     return not any(_ipc_ids(kind) for kind in removers)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return [folder / name for name in os.listdir(folder)]
-    except OSError:
-        return []
-
-
-def _remove(path: Path) -> None:
-    """Delete ``path`` whatever its permissions (the worker may have made its folders read-only)."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            os.chmod(path, stat.S_IRWXU)
-            for folder, folders, _ in os.walk(path):
-                for name in folders:
-                    try:
-                        os.chmod(os.path.join(folder, name), stat.S_IRWXU, follow_symlinks=False)
-                    except OSError:
-                        pass
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _kill_group(pid: int) -> None:
