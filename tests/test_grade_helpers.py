@@ -99,7 +99,8 @@ def judge(config, test_name):
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     artifacts = config.getoption("--artifacts")
-    data = {"submission": config.getoption("--submission"), "isolation": "fake", "notes": ["fake judge"],
+    data = {"submission": config.getoption("--submission"), "isolation": os.environ.get("GRADCAM_ISOLATION", "fake"),
+            "notes": ["fake judge"],
             "tests": config.gradcam_results, "artifacts": {}}
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)

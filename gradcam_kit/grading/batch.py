@@ -50,8 +50,10 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,7 +64,6 @@ import nbformat
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading import reports
-from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.gradebook import (
     GradebookError,
     GradebookWriter,
@@ -74,9 +75,13 @@ from gradcam_kit.grading.gradebook import (
     test_cells,
     write_notebook_atomically,
 )
+from gradcam_kit.grading.isolation import IsolationChoice, choose_isolation
+from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.processes import process_alive
+from gradcam_kit.grading.safe_text import encodable, shown, shown_line
 from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 from gradcam_kit.grading.reference_cache import PREPARING
+from gradcam_kit.grading.sandbox import ISOLATION_ENV
 from gradcam_kit.progress import ProgressBar
 
 TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
@@ -346,11 +351,14 @@ class JudgeRunner:
         The judges' shared cache of reference arrays.
     """
 
-    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path) -> None:
+    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path,
+                 isolation: str | None = None) -> None:
         self.course = course
         self.work = work
         self.timeout = timeout
         self.env = judge_environment(threads, reference_cache)
+        if isolation is not None:  # every session of the judges uses exactly this level, or fails as a grader fault
+            self.env[ISOLATION_ENV] = isolation
         self.series = (course.autograder_dir / SERIES_ENTRY).is_file()
         self._running: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
@@ -647,7 +655,42 @@ def remove_stale_work(work: Path) -> None:
 # 5: recording one student
 # ---------------------------------------------------------------------------------------------
 class StudentFailure(Exception):
-    """This student could not be graded; the message says why."""
+    """This student could not be graded; the message says why. Nothing of it reaches the gradebook,
+    and a rerun tries again."""
+
+    cause = "submission"
+    """Whose fault it is: ``submission`` (the notebook cannot be prepared for grading)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(shown_line(message, 600))
+
+    @property
+    def status(self) -> str:
+        """The student's line in the summary."""
+        return f"FAILED (submission: {self})"
+
+
+class GraderError(StudentFailure):
+    """The grader itself failed on this student (a judge that crashed or ran out of time, a worker
+    that could not start, the kit's own files refused, results that cannot be read, a gradebook or
+    a file that cannot be written): never a student's failure, never a score."""
+
+    cause = "grader"
+
+    @property
+    def status(self) -> str:
+        return f"FAILED (grader error: {self})"
+
+
+@contextmanager
+def recording(what: str) -> Iterator[None]:
+    """Turn any error of one step of recording a student into a :class:`GraderError` naming the step."""
+    try:
+        yield
+    except StudentFailure:
+        raise
+    except Exception as error:  # noqa: BLE001 - one student's step must never stop the batch
+        raise GraderError(f"{what} could not be written ({type(error).__name__}: {error})") from error
 
 
 def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
@@ -660,38 +703,44 @@ def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
     expected : Mapping[str, float]
         The autograded test cells of the released notebook and their points.
 
+    Returns
+    -------
+    dict
+        The results, with every string made encodable (:func:`~gradcam_kit.grading.safe_text.encodable`).
+
     Raises
     ------
-    StudentFailure
-        When the results are missing, malformed, disagree with the gradebook, or report an
-        internal error of the judge (``"outcome": "error"``): the student is then not graded, and
-        a rerun tries again.
+    GraderError
+        When the results are missing, malformed, disagree with the gradebook, or report an error
+        of the grader (``"outcome": "error"``, with its ``grader_error``): the student is then not
+        graded, and a rerun tries again.
     """
     try:
-        results = json.loads(run.results_path.read_text())
+        results = encodable(json.loads(run.results_path.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise StudentFailure(f"the judge wrote no results (exit status {run.returncode})") from None
+        raise GraderError(f"the judge wrote no results (exit status {run.returncode})") from None
     except (OSError, ValueError) as error:
-        raise StudentFailure(f"the judge's results are not valid JSON ({error})") from None
+        raise GraderError(f"the judge's results are not valid JSON ({error})") from None
     tests = results.get("tests") if isinstance(results, dict) else None
     if not isinstance(tests, dict) or not tests:
-        raise StudentFailure("the judge's results hold no tests")
+        raise GraderError("the judge's results hold no tests")
     for name, test in tests.items():
         try:
             points, possible = float(test["points"]), float(test["max_points"])
             str(test["outcome"])
         except (KeyError, TypeError, ValueError):
-            raise StudentFailure(f"the judge's result for {name} is malformed: {test!r}") from None
+            raise GraderError(f"the judge's result for {name} is malformed: {test!r}") from None
         if not 0.0 <= points <= possible:
-            raise StudentFailure(f"the judge gave {points:g} of {possible:g} points for {name}")
-        if test["outcome"] == "error":  # the judge's own fault (a bug, a reference it could not compute)
-            raise StudentFailure(f"the judge had an internal error in {name} ({test.get('feedback') or 'no message'})")
+            raise GraderError(f"the judge gave {points:g} of {possible:g} points for {name}")
+        if test["outcome"] == "error":  # the grader's own fault (its worker, a bug, a reference it could not compute)
+            reason = test.get("grader_error") or test.get("feedback") or "no message"
+            raise GraderError(f"{name}: {reason}")
     missing = sorted(set(expected) - set(tests))
     if missing:
-        raise StudentFailure(f"the judge gave no result for {', '.join(missing)}")
+        raise GraderError(f"the judge gave no result for {', '.join(missing)}")
     for name, possible in expected.items():
         if abs(float(tests[name]["max_points"]) - possible) > 1e-9:
-            raise StudentFailure(
+            raise GraderError(
                 f"{name} is worth {possible:g} points in the gradebook but {tests[name]['max_points']:g} "
                 "for the judge: run `gradcam-kit release` again after changing the points"
             )
@@ -710,6 +759,8 @@ class Recorder:
     columns: Sequence[str]
     csv_path: Path
     release: nbformat.NotebookNode | None = None
+    isolation: IsolationChoice | None = None
+    """The isolation level this run grades at, and why (``None``: not decided by this grader)."""
     _tp2_utils: object = None
 
     def heatmap(self, results: Mapping, artifacts: Path) -> tuple[bytes | None, str | None]:
@@ -727,50 +778,66 @@ class Recorder:
     def record(self, run: JudgeRun) -> dict:
         """Record one finished run; returns the kept results.
 
+        Every step is contained: whatever the submission holds (lone surrogates, odd metadata, an
+        overlong ``timestamp.txt``) and whatever fails on the way, this student is recorded or gets
+        a :class:`StudentFailure`, and the rest of the class is not affected.
+
         Raises
         ------
         StudentFailure
-            When this student cannot be graded (nothing of it is written to the gradebook).
+            When this student cannot be graded (nothing of it is written to the gradebook): a
+            :class:`GraderError` when the grader is at fault.
         """
         submission = run.submission
         student = submission.student
         keep_log(run, self.folder.log(student))
         if run.error:
-            raise StudentFailure(f"{run.error}; see {self.folder.log(student)}")
+            raise GraderError(f"{run.error}; see {self.folder.log(student)}")
         results = read_results(run, self.expected)
+        if self.isolation is not None and results.get("isolation") != self.isolation.level:
+            raise GraderError(f"the judge graded at the isolation level {results.get('isolation')!r}, "
+                              f"not {self.isolation.level!r} as asked")
+        results["notes"] = [shown(note, 2000) for note in results.get("notes") or []]
+        results.update(self.isolation_record(results))
 
         try:
             sanitized = sanitize(run.notebook, self.settings, student, self.release)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the notebook itself is malformed
             raise StudentFailure(
                 f"{submission.path}: nbgrader cannot prepare it for grading ({type(error).__name__}: {error})"
             ) from None
-        notes = list(sanitized.warnings)
+        notebook = encodable(sanitized.notebook)  # lone surrogates cannot be written as UTF-8
+        notes = [shown(note, 2000) for note in sanitized.warnings]
         timestamp, problem = read_timestamp(submission.path.parent)
         notes += [problem] if problem else []
         png, problem = self.heatmap(results, run.artifacts)
         notes += [problem] if problem else []
+        notes += self.isolation_notes(results)
         graded_at = datetime.now().astimezone()
 
         # files for people: the autograded copy (formgrader), the artifacts, the feedback page
         autograded = self.course.root / "autograded" / student / ASSIGNMENT
-        annotate_tests(sanitized.notebook, results, png)
-        write_notebook_atomically(sanitized.notebook, autograded / NOTEBOOK)
-        if (submission.path.parent / "timestamp.txt").is_file():
-            reports.write_atomically(autograded / "timestamp.txt",
-                                     (submission.path.parent / "timestamp.txt").read_bytes())
-        keep_artifacts(run.artifacts, self.folder.artifacts(student))
-        reports.write_atomically(
-            self.folder.feedback(student),
-            reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at),
-        )
+        with recording("the autograded copy of the notebook"):
+            annotate_tests(notebook, results, png)
+            write_notebook_atomically(notebook, autograded / NOTEBOOK)
+        if timestamp is not None:  # nbgrader's own file, copied only when it holds a timestamp
+            with recording("the autograded copy of timestamp.txt"):
+                reports.write_atomically(autograded / "timestamp.txt",
+                                         (submission.path.parent / "timestamp.txt").read_bytes())
+        with recording("the judge's artifacts"):
+            keep_artifacts(run.artifacts, self.folder.artifacts(student))
+        with recording("the feedback page"):
+            reports.write_atomically(
+                self.folder.feedback(student),
+                reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at),
+            )
 
         # the gradebook: one transaction
         tests = {name: float(test["points"]) for name, test in results["tests"].items()}
         try:
-            self.writer.record(StudentGrades(student, tests, sanitized.notebook, timestamp))
+            self.writer.record(StudentGrades(student, tests, notebook, timestamp))
         except GradebookError as error:
-            raise StudentFailure(f"gradebook not updated ({error})") from None
+            raise GraderError(f"gradebook not updated ({error})") from None
 
         # the "done" marker, last
         kept = dict(results)
@@ -784,9 +851,25 @@ class Recorder:
             "feedback": str(self.folder.feedback(student).relative_to(self.course.root)),
             "autograded": str((autograded / NOTEBOOK).relative_to(self.course.root)),
         }
-        reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
-        self.write_csv()
+        with recording("the results file (the \"done\" marker)"):
+            reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
+        try:
+            self.write_csv()
+        except Exception as error:  # noqa: BLE001 - the student is graded; the CSV is written again at the end
+            print(f"gradcam-kit grade: the CSV could not be updated ({type(error).__name__}: {error})",
+                  file=sys.stderr)
         return kept
+
+    def isolation_record(self, results: Mapping) -> dict:
+        """What the results keep about the sandbox: the level the judge used and the policy's verdict."""
+        return {"isolation": str(results.get("isolation") or ""),
+                "isolation_policy": self.isolation.to_plain() if self.isolation is not None else None}
+
+    def isolation_notes(self, results: Mapping) -> list[str]:
+        """A note for the feedback when the student was graded below the strongest level available."""
+        if self.isolation is None or not self.isolation.below_strongest:
+            return []
+        return [self.isolation.note()]
 
     def write_csv(self) -> None:
         reports.write_csv(self.csv_path, self.folder.all_results(), self.columns)
@@ -909,17 +992,34 @@ def judge_all(todo: Sequence[Submission], runner: JudgeRunner, recorder: Recorde
                 try:
                     kept = recorder.record(run)
                 except StudentFailure as error:
-                    bar.message(f"gradcam-kit grade: {student}: {error}")
-                    bar.advance(f"{student}: failed")
-                    yield Outcome(student, f"FAILED: {error}")
+                    bar.message(f"gradcam-kit grade: {shown_line(student)}: {error.status}")
+                    bar.advance(f"{shown_line(student, 40)}: failed")
+                    yield Outcome(student, error.status)
+                except Exception as error:  # noqa: BLE001 - a bug of the grader: this student only
+                    failure = GraderError(f"{type(error).__name__}: {error}")
+                    note_traceback(recorder.folder.log(student))
+                    bar.message(f"gradcam-kit grade: {shown_line(student)}: {failure.status}")
+                    bar.advance(f"{shown_line(student, 40)}: failed")
+                    yield Outcome(student, failure.status)
                 else:
                     earned, possible = reports.total(kept)
-                    bar.advance(f"{student}: {reports.number(earned)}/{reports.number(possible)}")
+                    bar.advance(f"{shown_line(student, 40)}: {reports.number(earned)}/{reports.number(possible)}")
                     yield Outcome(student, "graded", kept)
                 finally:
                     discard(run)
         finally:
             remove_own_work(runner.work)
+
+
+def note_traceback(log: Path) -> None:
+    """Append the exception being handled to a student's log."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8", errors="replace") as stream:
+            stream.write("\n[gradcam-kit grade] recording failed:\n")
+            traceback.print_exc(file=stream)
+    except OSError:
+        pass
 
 
 def discard(run: JudgeRun) -> None:
@@ -948,6 +1048,7 @@ def grade_course(
     timeout: float | None = None,
     out: TextIO | None = None,
     show_paths: bool = True,
+    isolation: str | None = None,
 ) -> int:
     """Grade the submissions of ``course`` (see the module docstring).
 
@@ -969,6 +1070,10 @@ def grade_course(
         Where the summary goes (default: standard output); the progress bar uses standard error.
     show_paths : bool
         End the summary with where the outputs are.
+    isolation : str, optional
+        ``--isolation``: grade at this level even if it is weaker than the strongest this machine
+        supports (default: the strongest, and refuse when it does not work; see
+        :mod:`gradcam_kit.grading.isolation`).
 
     Returns
     -------
@@ -999,10 +1104,13 @@ def grade_course(
         workers = workers or default_workers(len(work.todo))
         threads = max(1, (os.cpu_count() or 1) // workers)
         remove_stale_work(folder.work)
-        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache)
+        choice = choose_isolation(isolation) if work.todo else None  # refuses before anything is graded
+        recorder.isolation = choice
+        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache,
+                             choice.level if choice is not None else None)
         if work.todo:
             print(f"Grading {len(work.todo)} submission(s) with {workers} worker(s)"
-                  f" ({len(work.outcomes)} other(s) left as they are).", file=sys.stderr)
+                  f" ({len(work.outcomes)} other(s) left as they are); {choice.describe()}.", file=sys.stderr)
         outcomes = list(work.outcomes)
         interrupted = False
         try:
@@ -1022,6 +1130,8 @@ def grade_course(
         if kept:
             reports.write_histogram(folder.histogram, kept, ASSIGNMENT)
         print_summary(out, outcomes, recorder, folder, course, settings, show_paths)
+        if choice is not None:
+            print(f"\n{choice.describe()[0].upper()}{choice.describe()[1:]}.", file=out)
 
     if interrupted:
         return 130

@@ -84,6 +84,9 @@ FONT_CACHE_IN_SANDBOX = f"{SANDBOX_HOME}/.fontlist.json"
 UID_RANGE = range(0x60000000, 0x70000000)
 """The uids leased to workers, each once (no account needs to exist for them): far above the ranges
 that systems give to accounts and to containers' subordinate uids."""
+ISOLATION_ENV = "GRADCAM_ISOLATION"
+"""The isolation level a worker session must use, set by ``gradcam-kit grade`` for its judges: a
+session that cannot have it fails as a grader fault instead of using another."""
 BWRAP_ENV = "GRADCAM_BWRAP"
 """The bubblewrap program to use (default: ``bwrap`` on the ``PATH``)."""
 

@@ -38,6 +38,7 @@ import numpy as np
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, map_leaves, pack_frame
 from gradcam_kit.grading.sandbox import (
+    ISOLATION_ENV,
     Limits,
     SandboxPaths,
     UidLease,
@@ -54,10 +55,6 @@ from gradcam_kit.grading.syscalls import filter_fd
 from gradcam_kit.grading.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
 
 __all__ = ["ISOLATION_ENV", "LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
-
-ISOLATION_ENV = "GRADCAM_ISOLATION"
-"""The isolation level a session must use, set by ``gradcam-kit grade`` for its judges: a session
-that cannot have it fails as a grader fault instead of using another."""
 
 _KILL_WAIT = 10.0
 SYSTEM_FOLDERS = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev")
