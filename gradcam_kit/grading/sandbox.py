@@ -41,6 +41,7 @@ says which one it got); each level keeps every guarantee of the levels below it.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -68,6 +69,7 @@ __all__ = [
     "hub_dir",
     "in_new_keyring",
     "probe_isolation",
+    "python_roots",
     "supported_isolation",
     "prepare_host_home",
     "worker_environment",
@@ -215,7 +217,7 @@ class UidLease:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
             text = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
-            start = int(text) if text.isdigit() and int(text) in uids else uids.start
+            start = max(int(text) if text.isdigit() else uids.start, uids.start)  # never back: no uid twice
             taken = _uids_running() | _uids_with_keys()
             for uid in range(start, uids.stop):
                 if uid in taken or _uid_has_account(uid):
@@ -322,14 +324,33 @@ def bwrap_program() -> str | None:
     return shutil.which("bwrap")
 
 
-def _python_roots() -> list[Path]:
-    """The interpreter's folders: its installation and the virtual environment."""
-    roots = [Path(sys.base_prefix), Path(sys.prefix)]
-    executable = Path(sys.executable)
-    roots.append(executable.resolve().parent)
+@lru_cache(maxsize=1)
+def _interpreter_path() -> tuple[str, ...]:
+    """``sys.path`` of the worker's interpreter as the worker starts it (``python -I``): the standard
+    library, the site-packages and every folder their ``.pth`` files add."""
+    try:
+        result = subprocess.run([sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=True, cwd="/")
+        return tuple(json.loads(result.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return tuple(sys.path)
+
+
+def _inside_a_course(path: Path) -> bool:
+    """Whether ``path`` is a course folder or lies in one (never shown to a worker whole)."""
+    return any((folder / "nbgrader_config.py").is_file() for folder in (path, *path.parents))
+
+
+def python_roots() -> list[Path]:
+    """The interpreter's folders: its installation, the virtual environment, and every folder on the
+    worker's ``sys.path`` (derived, not listed: a site-packages shared through a ``.pth`` file is
+    found too), except one outside them that lies in a course folder."""
+    roots = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent]
+    extra = [Path(entry).resolve() for entry in _interpreter_path() if entry and Path(entry).is_dir()]
+    roots += [entry for entry in extra  # beyond the installation: never a course (a path-style editable install)
+              if any(root == entry or root in entry.parents for root in roots) or not _inside_a_course(entry)]
     unique: list[Path] = []
     for root in roots:
-        root = root.resolve()
         if any(root == kept or kept in root.parents for kept in unique):
             continue
         unique = [kept for kept in unique if root not in kept.parents] + [root]
@@ -418,7 +439,7 @@ def build_command(level: str, paths: SandboxPaths, limits: Limits, worker_args: 
     args += ["--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue",
              "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     made: set[Path] = {Path("/")}
-    for target in [*_python_roots(), *(extra for extra in paths.read_only if extra.exists())]:
+    for target in [*python_roots(), *(extra for extra in paths.read_only if extra.exists())]:
         args += _parent_dirs(target, made) + ["--ro-bind", str(target), str(target)]
     args += _parent_dirs(Path(CODE_IN_SANDBOX), made) + ["--ro-bind", str(code), CODE_IN_SANDBOX]
     args += ["--perms", "1777", "--size", size, "--tmpfs", home, "--perms", "0777", "--dir", workdir]

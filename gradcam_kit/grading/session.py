@@ -49,6 +49,7 @@ from gradcam_kit.grading.sandbox import (
     hub_dir,
     prepare_host_home,
     probe_isolation,
+    python_roots,
     worker_environment,
 )
 from gradcam_kit.grading.syscalls import filter_fd
@@ -452,7 +453,7 @@ class WorkerSession:
             return None
         level = self.isolation_level
         home = paths.home(level)
-        allow = [*SYSTEM_FOLDERS, sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
+        allow = [*SYSTEM_FOLDERS, *(str(root) for root in python_roots()),
                  str(self.images_dir), home, code_folder(level),
                  *(str(path) for path in paths.read_only)]
         deny = [str(self.program.source_path.resolve().parent), str(Path.home()),
