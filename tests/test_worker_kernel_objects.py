@@ -69,7 +69,9 @@ def writable_folders():
 PLANT = COMMON + f'''
 def channel_weights(gradients):
     planted = {{"files": [], "keys": {{}}}}
-    for folder in writable_folders():
+    # inside a sandbox (its host name is "grader"), every folder it can write; elsewhere (the
+    # process level runs on the grader's own file system) nothing but the kernel objects
+    for folder in writable_folders() if os.uname().nodename == "grader" else []:
         try:
             with open(os.path.join(folder, "." + TAG), "w") as stream:
                 stream.write(TAG)
@@ -77,9 +79,10 @@ def channel_weights(gradients):
         except OSError:
             pass
     try:
-        with open("/dev/shm/" + TAG, "w") as stream:
-            stream.write(TAG)
-        planted["files"].append("/dev/shm")
+        if os.uname().nodename == "grader":
+            with open("/dev/shm/" + TAG, "w") as stream:
+                stream.write(TAG)
+            planted["files"].append("/dev/shm")
     except OSError:
         pass
     planted["shm"] = libc.shmget({SYSV_KEY}, 4096, 0o1600)
@@ -101,7 +104,7 @@ def weighted_cam(activations, weights):
 LOOK = COMMON + f'''
 def upsample_normalize(cam, size=(224, 224)):
     seen = []
-    for folder in writable_folders() + ["/dev/shm"]:
+    for folder in (writable_folders() if os.uname().nodename == "grader" else []) + ["/dev/shm"]:
         if os.path.exists(os.path.join(folder, "." + TAG)) or os.path.exists(os.path.join(folder, TAG)):
             seen.append(folder)
     ipc = [line.split()[0] for kind in ("shm", "sem", "msg")
@@ -127,6 +130,7 @@ def student(course, tmp_path):
 
 
 def look(session: WorkerSession) -> dict:
+    """What the session's worker finds (in the sandbox's writable folders, IPC, keys)."""
     seen = session.call("upsample_normalize", np.ones((1, 7, 7), dtype=np.float32))
     assert seen.ok, seen.error
     return seen.value
@@ -163,7 +167,8 @@ def test_nothing_crosses_from_one_worker_to_the_next(student, monkeypatch, zygot
         planted = planter.call("channel_weights", GRADIENTS)
         assert planted.ok, planted.error
         value = planted.value
-        assert value["files"], "the student could write nowhere: the test would prove nothing"
+        assert len(value["files"]) >= 3, f"the student could write almost nowhere ({value['files']}): " \
+            "the test would prove nothing (or this is not a sandbox)"
         assert value["shm"] >= 0 and value["sem"] >= 0 and value["msg"] >= 0 and value["mq"] >= 0, \
             "the sandbox has an IPC namespace of its own: its objects may be created, and must be wiped"
         assert set(value["keys"].values()) == {"EPERM"}, f"keys could be added: {value['keys']}"
@@ -184,9 +189,7 @@ def test_the_process_level_denies_kernel_objects_it_cannot_isolate(student):
         value = planted.value
         assert value["shm"] < 0 and value["sem"] < 0 and value["msg"] < 0 and value["mq"] < 0, value
         assert set(value["keys"].values()) == {"EPERM"}, value["keys"]
-        for path in value["files"]:  # what it could write (as the grader's user): cleaned up here
-            Path(path, f".{TAG}").unlink(missing_ok=True)
-            Path(path, TAG).unlink(missing_ok=True)
+        assert value["files"] == []
     host_sees_nothing()
 
 
