@@ -336,19 +336,18 @@ def _interpreter_path() -> tuple[str, ...]:
         return tuple(sys.path)
 
 
-def _inside_a_course(path: Path) -> bool:
-    """Whether ``path`` is a course folder or lies in one (never shown to a worker whole)."""
-    return any((folder / "nbgrader_config.py").is_file() for folder in (path, *path.parents))
+def _is_a_course(path: Path) -> bool:
+    """Whether ``path`` is a course folder (it would show the solutions and the hidden tests)."""
+    return (path / "nbgrader_config.py").is_file()
 
 
 def python_roots() -> list[Path]:
     """The interpreter's folders: its installation, the virtual environment, and every folder on the
     worker's ``sys.path`` (derived, not listed: a site-packages shared through a ``.pth`` file is
-    found too), except one outside them that lies in a course folder."""
+    found too), except a course folder itself (an editable install that puts a checkout on the path)."""
     roots = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent]
     extra = [Path(entry).resolve() for entry in _interpreter_path() if entry and Path(entry).is_dir()]
-    roots += [entry for entry in extra  # beyond the installation: never a course (a path-style editable install)
-              if any(root == entry or root in entry.parents for root in roots) or not _inside_a_course(entry)]
+    roots += [entry for entry in extra if not _is_a_course(entry)]  # a path-style editable install of a checkout
     unique: list[Path] = []
     for root in roots:
         if any(root == kept or kept in root.parents for kept in unique):
