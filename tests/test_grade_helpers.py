@@ -173,6 +173,9 @@ for notebook in options.notebooks:
         from gradcam_kit.grading.judge_status import JudgeStatus, write_status
 
         write_status(options.status_fd, JudgeStatus(notebook.name, int(status), time.perf_counter() - started))
+    else:  # an older grader, which read this line from the judge's output
+        print(f"[autograder] {notebook.name}: exit status {int(status)}, {time.perf_counter() - started:.1f} s",
+              flush=True)
 '''
 
 
