@@ -158,4 +158,4 @@ def _reason(excinfo: pytest.ExceptionInfo | None, when: str) -> str:
         return f"the test failed in its {when} without an exception"
     if excinfo.errisinstance(GraderFault):
         return str(excinfo.value)
-    return f"internal error of the judge ({when}): {excinfo.typename}: {excinfo.value}"
+    return f"internal error of the judge ({when}: {excinfo.typename}; the traceback is in the log)"
