@@ -133,7 +133,7 @@ class GradesFolder:
     def load_marker(self, student: str) -> dict | None:
         """The kept results of ``student``, or ``None`` if absent or unreadable."""
         try:
-            data = json.loads(self.marker(student).read_text())
+            data = encodable(json.loads(self.marker(student).read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) and isinstance(data.get("grading"), dict) else None
@@ -969,11 +969,16 @@ def plan(course: Course, folder: GradesFolder, writer: GradebookWriter, students
     outcomes = [Outcome(p.student, f"not graded: {p.message}") for p in problems]
     todo: list[Submission] = []
     for student in names:
-        found = inspect_submission(course, student)
+        try:
+            found = inspect_submission(course, student)
+            done = not isinstance(found, Problem) and not force and already_graded(folder, writer, found)
+        except Exception as error:  # noqa: BLE001 - one student's files must not stop the planning
+            found, done = Problem(student, f"{course.submission(student)}: cannot be read ({error})"), False
         if isinstance(found, Problem):
+            found = Problem(student, shown_line(found.message, 600))
             problems.append(found)
             outcomes.append(Outcome(student, f"not graded: {found.message}"))
-        elif not force and already_graded(folder, writer, found):
+        elif done:
             outcomes.append(Outcome(student, "already graded (--force to regrade)", folder.load_marker(student)))
         else:
             todo.append(found)
@@ -1148,7 +1153,7 @@ def print_summary(out: TextIO, outcomes: Iterable[Outcome], recorder: Recorder, 
         if outcome.results is not None:
             earned, possible = reports.total(outcome.results)
             score = f"{reports.number(earned)}/{reports.number(possible)}"
-        rows.append([outcome.student, score, outcome.status])
+        rows.append([shown_line(outcome.student, 60), score, shown_line(outcome.status, 400)])
     if rows:
         print(reports.text_table(["student", "autograded", "status"], rows), file=out)
     if not show_paths:

@@ -2,8 +2,13 @@
 
 Isolation levels
 ----------------
-The session uses the strongest level that works on the machine (``WorkerSession.isolation_level``
-says which one it got); each level keeps every guarantee of the levels below it.
+``gradcam-kit grade`` grades at the strongest level this machine supports, or refuses
+(:mod:`gradcam_kit.grading.isolation`); a session uses ``$GRADCAM_ISOLATION`` when set, else the
+strongest level that works (``WorkerSession.isolation_level`` says which one it got). Each level
+keeps every guarantee of the levels below it. At every level the worker runs the kit code the judge
+imported, staged by :mod:`gradcam_kit.grading.worker_code`, in a new session keyring, under the
+system-call filter of :mod:`gradcam_kit.grading.syscalls` (keyrings, tracing, mounts, namespaces,
+BPF, ...: Docker's default denials).
 
 ``process``
     The worker is a separate process: a crash, an infinite loop, a memory or output bomb costs the
@@ -16,25 +21,28 @@ says which one it got); each level keeps every guarantee of the levels below it.
     notebook, gradebook), writing outside the scratch folder, starting processes, sending signals
     to other processes and opening network connections. The audit hook is a tripwire, not a wall:
     code that uses ``ctypes`` can get past it. The process runs as the grader's user, so nothing
-    stops it from reading what that user can read.
+    stops it from reading what that user can read. The system-call filter also denies System V and
+    POSIX message-queue IPC (their objects would land in the grader's namespace).
 ``uid``
-    As ``process``, and the worker runs as a user of its own (a uid leased per session, so that
-    parallel workers cannot read or signal one another), set before the interpreter starts. The
-    grader's files can no longer be written, files not readable by "others" can no longer be read
-    (make the course folder 0700 or 0750, with the interpreter and the virtual environment
-    outside it), and the limit on the number of processes holds (it does not for root). Needs root.
+    As ``process``, and the worker runs as a user of its own (a uid leased once, never again, so
+    that parallel workers cannot read or signal one another and nothing of a uid carries over from
+    one grading run to the next), set before the interpreter starts. The grader's files can no
+    longer be written, files not readable by "others" can no longer be read (make the course
+    folder 0700 or 0750, with the interpreter and the virtual environment outside it), and the
+    limit on the number of processes holds (it does not for root). Needs root.
 ``bwrap``
     As ``uid`` when the grader is root, and the worker runs in a bubblewrap sandbox: its own view of
-    the file system holding only the system folders, the interpreter, the virtual environment, the
-    kit's package folder, the weights files and the scratch folder (a size-limited tmpfs with the
-    submission, the helper module and the images bound read-only), everything read-only but the
-    scratch folder and /tmp; no network (its own empty network namespace); its own PID, IPC and
-    UTS namespaces; killed with the grader; a new session (no terminal injection). The solutions,
-    the hidden tests, the source notebook, the gradebook and other students' files do not exist
-    inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
+    the file system holding only the system folders, the interpreter and the folders of its
+    ``sys.path``, the staged kit code, the weights files and the scratch folder (a size-limited
+    tmpfs with the submission, the helper module and the images bound read-only), everything
+    read-only but the scratch folder, /tmp and a private POSIX message-queue mount; no network (its
+    own empty network namespace); its own PID, IPC and UTS namespaces; killed with the grader; a
+    new session (no terminal injection); the system-call filter for the whole sandbox. The
+    solutions, the hidden tests, the source notebook, the gradebook and other students' files do
+    not exist inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
     At this level a judge process keeps one sandbox whose first process, the zygote, imports torch
     once and forks each worker; between two workers it kills every process left in the sandbox,
-    empties the scratch folder and /tmp and removes the System V IPC objects
+    removes whatever was written on its writable mounts and removes the System V IPC objects
     (:mod:`gradcam_kit.grading.zygote`).
 """
 

@@ -1,7 +1,7 @@
 """The zygote, inside the sandbox: it imports torch once and forks a fresh worker per submission.
 
-Started by :class:`gradcam_kit.grading.zygote.Zygote` as ``python -m gradcam_kit.grading.worker
---zygote-fd N`` in a ``bwrap`` sandbox of its own, it reads its configuration from the control
+Started by :class:`gradcam_kit.grading.zygote.Zygote` as the worker's ``main`` with ``--zygote-fd
+N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it reads its configuration from the control
 socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON message per packet, file descriptors passed
 alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_libraries`), says
 ``ready``, then serves one request at a time:
@@ -15,15 +15,17 @@ alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_lib
 ``{"op": "bye"}``
     leave.
 
-When a worker ends, the zygote kills every other process left in the sandbox, removes every file
-written in the scratch folder and ``/tmp`` and every System V IPC object, and only then reports ``{"event": "exited", "pid": P,
-"status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
+When a worker ends, the zygote kills every other process left in the sandbox, removes whatever was
+written on the sandbox's writable mounts (the scratch folder, ``/tmp``, ``/dev/shm``, the POSIX
+message queues, anything new elsewhere: :class:`~gradcam_kit.grading.mounts.Wiper`, which reads
+them from the mount table) and every System V IPC object, and only then reports ``{"event":
+"exited", "pid": P, "status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
 starts in the same clean sandbox as a freshly started one, and nothing of one student's code
 survives into the next. If the clean-up fails, the zygote says ``{"event": "dirty"}`` and leaves;
 the grader starts a new sandbox.
 
 The zygote runs none of the students' code itself, and is not dumpable: a worker cannot read or
-change its memory (no ``ptrace``, no ``/proc/<pid>/mem``). A worker can still signal it (same uid);
+change its memory (no ``/proc/<pid>/mem``; ``ptrace`` is filtered anyway). A worker can still signal it (same uid);
 then the sandbox ends and the grader starts a new one.
 """
 
@@ -163,8 +165,8 @@ class ZygoteServer:
 
     # -- between two workers --------------------------------------------------------------------
     def clean(self) -> bool:
-        """Kill every other process of the sandbox, empty the scratch folder and /tmp, and remove
-        the System V IPC objects (the sandbox has an IPC namespace of its own)."""
+        """Kill every other process of the sandbox, remove what was written on its writable mounts,
+        and remove the System V IPC objects (the sandbox has an IPC namespace of its own)."""
         return self.sweep() and self.wipe() and remove_ipc_objects()
 
     def sweep(self) -> bool:
@@ -186,6 +188,8 @@ class ZygoteServer:
     def wipe(self) -> bool:
         """Remove what the workers wrote anywhere in the sandbox (:class:`~gradcam_kit.grading.mounts.Wiper`:
         the writable mounts, read from the sandbox's mount table). True when it is as it was built."""
+        if self.wiper is None:
+            self.wiper = Wiper(self.config["home"])
         left = self.wiper.wipe()
         if left:
             print(f"[zygote] could not clean: {', '.join(left[:5])}", file=sys.stderr, flush=True)
