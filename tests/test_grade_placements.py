@@ -123,3 +123,23 @@ def test_a_course_path_with_spaces_through_a_symlink(tmp_path):
     link = tmp_path / "course link"
     link.symlink_to(course.root, target_is_directory=True)
     assert_same_grade(*grade(link, KIT, cwd=tmp_path))
+
+
+def test_a_grader_that_cannot_start_its_workers_charges_nobody(tmp_path):
+    """A fault of the grader's own files (here the course's helper module, which the worker imports
+    before any student code, breaks after the release): the student is not graded, no score is
+    written, the run fails, and the summary says why."""
+    course = make_course(tmp_path / "course")
+    env = kit_env()
+    done = subprocess.run([*KIT, "release", "--course", str(course.root)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    with open(course.helper_module, "a") as helper:
+        helper.write("\nraise ImportError('the grader broke its own helper module')\n")
+    done = subprocess.run([*KIT, "grade", "--course", str(course.root)], env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("solution"))
+    assert "FAILED (grader error:" in line and "/12" not in line, line
+    assert not (course.grades_dir / "solution.json").exists()
+    assert "solution" not in (course.grades_dir / "TP2_GradCAM.csv").read_text()

@@ -39,6 +39,7 @@ from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, map_leaves, pack_frame
 from gradcam_kit.grading.sandbox import (
     ISOLATION_ENV,
+    ISOLATION_LEVELS,
     Limits,
     SandboxPaths,
     UidLease,
@@ -48,7 +49,6 @@ from gradcam_kit.grading.sandbox import (
     describe_bytes,
     hub_dir,
     prepare_host_home,
-    probe_isolation,
     python_roots,
     worker_environment,
 )
@@ -190,9 +190,9 @@ class WorkerSession:
     limits : Limits
         Resource limits.
     isolation : {"bwrap", "uid", "process"}, optional
-        Force a level (it must be available here); default: ``$GRADCAM_ISOLATION`` (when that level
-        does not work here, every call fails as a grader fault, with the reason), else the strongest
-        level available.
+        Force a level (it must be available here); default: ``$GRADCAM_ISOLATION``, the level
+        ``gradcam-kit grade`` chose and tried (when a worker cannot be started at that level, every
+        call fails as a grader fault, with the reason), else the strongest level available.
     weights : str, optional
         The weights policy of the worker's models (default: ``$GRADCAM_WEIGHTS``, else
         ``imagenet``); ``ModelSpec(weights=None)`` means this policy.
@@ -209,16 +209,18 @@ class WorkerSession:
         self.limits = limits
         self.images_dir = Path(images_dir).resolve()
         self.helper_module = Path(helper_module).resolve()
-        available = available_isolation()
-        if isolation is not None and isolation not in available:
-            raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
         required = os.environ.get(ISOLATION_ENV, "").strip() if isolation is None else ""
         self._unavailable: str | None = None
         """Why the level the grader asked for (``$GRADCAM_ISOLATION``) cannot be had here."""
-        if required and required not in available:
-            reason = probe_isolation().get(required, "it is not an isolation level")
-            self._unavailable = f"the isolation level {required!r} does not work in the judge's process: {reason}"
-        self.isolation_level: str = isolation or (required if required in available else available[0])
+        if required:  # chosen (and tried) by the grader: a worker that then fails to start is a grader fault
+            if required not in ISOLATION_LEVELS:
+                self._unavailable = f"{ISOLATION_ENV}={required!r} is not an isolation level"
+            self.isolation_level: str = required if required in ISOLATION_LEVELS else "process"
+        else:
+            available = available_isolation()
+            if isolation is not None and isolation not in available:
+                raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
+            self.isolation_level = isolation or available[0]
         policy = weights or os.environ.get("GRADCAM_WEIGHTS", "").strip() or "imagenet"
         if policy not in ("imagenet", "random"):
             policy = str(Path(policy).expanduser().resolve())
