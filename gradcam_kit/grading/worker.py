@@ -1,7 +1,9 @@
-"""The worker: the only process that runs a student's code (``python -m gradcam_kit.grading.worker``).
+"""The worker: the only process that runs a student's code (its :func:`main`, started with the kit's
+code staged by :mod:`gradcam_kit.grading.worker_code` first on ``sys.path``).
 
 It is started by :class:`gradcam_kit.grading.session.WorkerSession`, inside the sandbox of
-:mod:`gradcam_kit.grading.sandbox`, and talks to it over two pipes given by number
+:mod:`gradcam_kit.grading.sandbox` (in a new session keyring, under the system-call filter of
+:mod:`gradcam_kit.grading.syscalls`), and talks to it over two pipes given by number
 (``--request-fd``, ``--reply-fd``) in the frames of :mod:`gradcam_kit.grading.protocol`. Its
 standard output and error go to a capped log: the student's prints never mix with the protocol.
 
@@ -14,7 +16,9 @@ Start-up, in this order, before any of the student's code runs:
    :mod:`gradcam_kit.grading.zygote_server`, has them already); import a private copy of the
    helper module, which the models are built with (the student's ``tp2_utils`` may be
    monkeypatched);
-4. install the audit hook (the tripwire of the ``process`` level, kept at every level);
+4. at the ``uid`` and ``process`` levels, load the system-call filter (bubblewrap applies it to the
+   whole sandbox at the ``bwrap`` level); install the audit hook (the tripwire of the ``process``
+   level, kept at every level);
 5. run the setup cells and the graded cells, each compiled with the file name ``<cell ID>`` so that
    errors can be located in the student's code and nowhere else.
 
