@@ -149,8 +149,8 @@ def test_a_students_text_cannot_forge_another_students_status(fake_course):
 # --- one student's bytes never stop the batch --------------------------------------------------------
 def _with_lone_surrogate(course) -> None:
     path = course.submission("sam")
-    text = path.read_text().replace('"Because the gradients say so."', '"Because \\\\ud800 the gradients say so."')
-    assert "\\ud800" in text
+    text = path.read_text().replace('"Because the gradients say so."', '"Because \\ud800 the gradients say so."')
+    assert '"Because \\ud800 the' in text and json.loads(text)  # valid JSON, holding a lone surrogate
     path.write_text(text)
 
 

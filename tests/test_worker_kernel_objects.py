@@ -143,9 +143,20 @@ def assert_clean(seen: dict, who: str) -> None:
     assert seen["keys"] == [], f"{who} sees the previous student's keys: {seen['keys']}"
 
 
-def host_sees_nothing() -> None:
+def planted_keys() -> set[str]:
+    """The ids of the keys named like the student's that the grader's process can see."""
+    return {line.split()[0] for line in Path("/proc/keys").read_text().splitlines() if TAG in line}
+
+
+@pytest.fixture(autouse=True)
+def keys_before():
+    """The keys of that name before the test (none, unless an older grader let one in)."""
+    return planted_keys()
+
+
+def host_sees_nothing(keys_before: set[str]) -> None:
     """The grader's own process: keys, IPC objects, message queue, shared-memory file."""
-    assert TAG not in Path("/proc/keys").read_text(), "a key of the student's is in the grader's keyrings"
+    assert planted_keys() <= keys_before, "a key of the student's is in the grader's keyrings"
     for kind in ("shm", "sem", "msg"):
         keys = [int(line.split()[0]) for line in Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]]
         assert SYSV_KEY not in keys, f"a System V {kind} object of the student's is in the grader's namespace"
@@ -161,7 +172,7 @@ def host_sees_nothing() -> None:
 
 @pytest.mark.skipif("bwrap" not in available_isolation(), reason="needs the bwrap level")
 @pytest.mark.parametrize("zygote", ["1", "0"], ids=["forked-by-the-zygote", "fresh-sandboxes"])
-def test_nothing_crosses_from_one_worker_to_the_next(student, monkeypatch, zygote):
+def test_nothing_crosses_from_one_worker_to_the_next(student, monkeypatch, zygote, keys_before):
     monkeypatch.setenv(ZYGOTE_ENV, zygote)
     with student("planter", "bwrap") as planter:
         planted = planter.call("channel_weights", GRADIENTS)
@@ -177,10 +188,10 @@ def test_nothing_crosses_from_one_worker_to_the_next(student, monkeypatch, zygot
         assert_clean(look(planter), "the same student's restarted worker")
     with student("next", "bwrap") as following:
         assert_clean(look(following), "the next student's worker")
-    host_sees_nothing()
+    host_sees_nothing(keys_before)
 
 
-def test_the_process_level_denies_kernel_objects_it_cannot_isolate(student):
+def test_the_process_level_denies_kernel_objects_it_cannot_isolate(student, keys_before):
     """At the ``process`` level the worker shares the grader's IPC namespace and keyrings: the
     system-call filter denies them. Files are another matter: only the tripwire guards them there."""
     with student("planter", "process") as planter:
@@ -190,7 +201,7 @@ def test_the_process_level_denies_kernel_objects_it_cannot_isolate(student):
         assert value["shm"] < 0 and value["sem"] < 0 and value["msg"] < 0 and value["mq"] < 0, value
         assert set(value["keys"].values()) == {"EPERM"}, value["keys"]
         assert value["files"] == []
-    host_sees_nothing()
+    host_sees_nothing(keys_before)
 
 
 @pytest.mark.parametrize("level", available_isolation())
