@@ -48,9 +48,11 @@ def channel_weights(gradients):
     import os, pathlib
     home = pathlib.Path(os.environ["HOME"])
     # only what the previous student could have left (a checkout or venv under /tmp is bound there too)
+    import sys
     files = sorted(str(path) for root in (home, pathlib.Path("/tmp")) for path in root.rglob("*")
-                   if any(word in path.name for word in ("planted", "hijack", "locked", "matplotlibrc"))
-                   or str(path).startswith(os.environ.get("TORCH_HOME", "/nowhere")))
+                   if not str(path).startswith((sys.prefix + "/", sys.base_prefix + "/"))
+                   and (any(word in path.name for word in ("planted", "hijack", "locked", "matplotlibrc"))
+                        or str(path).startswith(os.environ.get("TORCH_HOME", "/nowhere"))))
     processes = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
     ipc = [line for kind in ("shm", "sem", "msg")
            for line in pathlib.Path("/proc/sysvipc", kind).read_text().splitlines()[1:]]
