@@ -165,3 +165,19 @@ def test_prepare_leaves_bwrap_alone(paths):
                                          (2048, "2 kB"), (12, "12 bytes")])
 def test_describe_bytes(count, text):
     assert describe_bytes(count) == text
+
+
+def test_the_mount_table_is_read_as_the_kernel_writes_it():
+    from gradcam_kit.grading.mounts import MountTable
+
+    table = MountTable(
+        "65 42 0:40 /newroot / rw,nosuid - tmpfs tmpfs rw\n"
+        "66 65 254:0 /usr /usr ro,nosuid - ext4 /dev/vda rw\n"
+        "70 65 0:42 / /dev rw,nosuid - tmpfs tmpfs rw,mode=755\n"
+        "78 70 0:39 / /dev/mqueue rw,relatime - mqueue mqueue rw\n"
+        "79 65 0:44 / /tmp rw,nosuid - tmpfs tmpfs rw\n"
+        "80 79 254:0 /x /tmp/a\\040b/.venv ro,nosuid - ext4 /dev/vda rw\n"
+        "81 65 0:45 / /home/student rw - tmpfs tmpfs rw\n")
+    assert "/tmp/a b/.venv" in table.points, "mountinfo escapes spaces as \\040"
+    assert {"/tmp/a b", "/tmp", "/"} <= table.holders
+    assert table.writable == ["/", "/dev", "/tmp", "/dev/mqueue", "/home/student"]
