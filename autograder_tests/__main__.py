@@ -9,9 +9,11 @@ as ``python -m pytest autograder_tests --submission NB.ipynb`` would grade it, b
 its imports and the reference computations are shared: after the first notebook, a submission
 costs only its worker and the student's own computations.
 
-For each ``NB.ipynb`` it writes ``DIR/NB.json`` (the results) and ``DIR/NB/`` (the artifacts), and
-prints one line with the points and the seconds it took. The exit status is 0 when every notebook
-was graded (whatever its points), 1 otherwise.
+For each ``NB.ipynb`` it writes ``DIR/NB.json`` (the results) and ``DIR/NB/`` (the artifacts).
+With ``--status-fd N`` it then writes one status record on descriptor ``N`` (see
+:mod:`gradcam_kit.grading.judge_status`): ``gradcam-kit grade`` learns there, and nowhere else,
+that a notebook is done. Its standard output (pytest's report, which shows students' messages) is
+only a log. The exit status is 0 when every notebook was graded (whatever its points), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
+
+from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus, write_status
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--course", type=Path, help="the course folder (default: the one holding the judge)")
     parser.add_argument("--reference-cache", type=Path, help="keep reference arrays in this folder")
     parser.add_argument("--verbose", action="store_true", help="show pytest's report of each notebook")
+    parser.add_argument(STATUS_FD_OPTION, type=int, dest="status_fd", metavar="N",
+                        help="write one status record per notebook on this file descriptor")
     options = parser.parse_args(argv)
     if options.prepare:
         return prepare(options.course, options.reference_cache)
@@ -52,10 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         if options.reference_cache:
             arguments += ["--reference-cache", str(options.reference_cache)]
         started = time.perf_counter()
-        status = pytest.main(arguments)
-        seconds = time.perf_counter() - started
-        graded &= int(status) in (0, 1)
-        print(f"[autograder] {notebook.name}: exit status {int(status)}, {seconds:.1f} s", flush=True)
+        try:
+            status = int(pytest.main(arguments))
+        except Exception:  # noqa: BLE001 - the judge itself broke on this notebook: say so, go on
+            traceback.print_exc()
+            status = int(pytest.ExitCode.INTERNAL_ERROR)
+        done = JudgeStatus(notebook.name, status, round(time.perf_counter() - started, 3))
+        graded &= done.graded
+        print(f"[autograder] {done.notebook}: exit status {done.exit_status}, {done.seconds:.1f} s")
+        sys.stdout.flush()
+        sys.stderr.flush()  # the log holds all of this notebook's output before the grader hears of it
+        if options.status_fd is not None:
+            write_status(options.status_fd, done)
     return 0 if graded else 1
 
 

@@ -570,9 +570,8 @@ def _right_with_substitutes(judge: Judge, case: Case, where: str, call: str) -> 
     if not failing or not judge.defined("grad_cam"):
         return False
     refs = judge.refs
-    outcome = judge._retried(lambda: judge.session.call(
-        "grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer),
-        substitutes=substitutes_for(failing)))
+    outcome = judge.call("grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer),
+                         substitutes=substitutes_for(failing))
     if not outcome.ok or not (isinstance(outcome.value, dict) and outcome.value.get("kind") == "tensor"):
         return False
     _check_model_left_clean(outcome, where, call)
@@ -875,8 +874,8 @@ def _show_with_substitutes(judge: Judge, image: np.ndarray, layer: str,
     failing = _substitutable_failing(judge, "show_grad_cam")
     if not failing:
         return None
-    outcome = judge._retried(lambda: judge.session.call(
-        "show_grad_cam", image, DENSENET, LayerRef(layer), names, substitutes=substitutes_for(failing)))
+    outcome = judge.call("show_grad_cam", image, DENSENET, LayerRef(layer), names,
+                         substitutes=substitutes_for(failing))
     if not outcome.ok:
         return None
     return outcome, (f"With the grader's own {_helpers_words(failing)} in place of yours, your `show_grad_cam` "

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gradcam_kit.grading.feedback import StudentFailure, describe_value, fmt_shape
+from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
 
 from ._reference import Case, References
@@ -93,6 +94,23 @@ class InternalError(Exception):
     """A check could not run for a reason that is not the student's (reported generically)."""
 
 
+class GraderFault(Exception):
+    """The grader itself failed (its worker could not start or import, its own files were refused,
+    a ``grader``-kind outcome after its retry): the student is not graded, never charged for it.
+
+    Raised in one place, :class:`Judge`, from what the worker session reports; the results plugin
+    records the test as an ``error`` with this reason, and ``gradcam-kit grade`` then marks the
+    student ``FAILED (grader error: ...)`` and writes no score.
+    """
+
+
+SUBSTITUTED_FAILURE = ("`{name}` still failed when the grader called it with its own versions of {helpers} "
+                       "(which fail their own tests) in place of yours. What your code returned or raised in that "
+                       "call is not shown: it ran with the grader's code.")
+"""The feedback of a check that failed after a call with substitutes: a fixed sentence, so that nothing
+the student's code made of the grader's own helpers reaches the feedback."""
+
+
 class Judge:
     """One submission, its worker and the references.
 
@@ -116,6 +134,8 @@ class Judge:
         self.artifacts: dict[str, str] = {}
         self.verdicts: dict[str, Verdict] = {}
         self._running: set[str] = set()
+        self._substituted: dict[str, set[str]] = {}
+        """Check name -> the helpers it called the student's code with substitutes for."""
         self._memo: dict[tuple, Any] = {}
 
     # -- loading --------------------------------------------------------------------------------
@@ -124,8 +144,11 @@ class Judge:
         return self.session.load()
 
     def require(self, name: str) -> None:
-        """Raise the student's reason why ``name`` cannot be called, if any."""
+        """Raise the student's reason why ``name`` cannot be called, if any (a :class:`GraderFault`
+        when the reason is the grader's)."""
         load = self.load
+        if load.failure == "grader":
+            raise GraderFault(load.fatal or "the worker could not be started")
         if load.fatal:
             raise StudentFailure(load.fatal)
         if not load.defined.get(name, False):
@@ -143,7 +166,11 @@ class Judge:
                 note = self.checks[name](self)
                 self.verdicts[name] = Verdict(True, note or "")
             except StudentFailure as failure:
-                self.verdicts[name] = Verdict(False, failure.message)
+                message = failure.message
+                if name in self._substituted:
+                    helpers = ", ".join(f"`{helper}`" for helper in sorted(self._substituted[name]))
+                    message = SUBSTITUTED_FAILURE.format(name=name, helpers=helpers)
+                self.verdicts[name] = Verdict(False, message)
             finally:
                 self._running.discard(name)
         return self.verdicts[name]
@@ -154,23 +181,37 @@ class Judge:
 
     def defined(self, name: str) -> bool:
         """Whether the student's ``name`` can be called."""
+        if self.load.failure == "grader":
+            raise GraderFault(self.load.fatal or "the worker could not be started")
         return not self.load.fatal and bool(self.load.defined.get(name, False))
 
     # -- calls ----------------------------------------------------------------------------------
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Outcome:
+    def call(self, name: str, *args: Any, substitutes: Mapping[str, str] | None = None, **kwargs: Any) -> Outcome:
         """Call the student's ``name`` in the worker (arrays cross as float32 tensors).
 
         A function that cannot be called gives a failed :class:`Outcome` (``failure="unavailable"``)
-        with the reason, as the worker would.
+        with the reason, as the worker would. ``substitutes`` (helper name -> the grader's source)
+        binds the grader's own versions of those helpers for this call only
+        (:meth:`WorkerSession.call`); a check that made such a call and fails gets
+        :data:`SUBSTITUTED_FAILURE` as its feedback, whatever it raised. Raises
+        :class:`GraderFault` when the grader itself failed, even on the retry.
         """
-        return self._retried(lambda: self.session.call(name, *args, **kwargs))
+        if substitutes:
+            for running in self._running:
+                self._substituted.setdefault(running, set()).update(substitutes)
+        return self._retried(lambda: self.session.call(name, *args, substitutes=substitutes, **kwargs))
 
     @staticmethod
     def _retried(run: Callable[[], Outcome]) -> Outcome:
+        """``run()``, once more when the worker itself failed; a :class:`GraderFault` when the grader
+        failed both times."""
         outcome = run()
         if not outcome.ok and outcome.failure in RETRIED_FAILURES:
-            print(f"[judge] the worker failed ({outcome.failure}: {outcome.error}); trying the call once more")
+            print(f"[judge] the worker failed ({outcome.failure}: {shown_line(outcome.error, 600)}); "
+                  "trying the call once more")
             outcome = run()
+        if not outcome.ok and outcome.failure == "grader":
+            raise GraderFault(outcome.error or "the worker failed")
         return outcome
 
     def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:

@@ -1,15 +1,20 @@
 """The judge's results plugin: per-test outcome, points and feedback, written as JSON.
 
 The feedback of a failed test is the :class:`StudentFailure` message of the check, and nothing
-else: never a traceback, never the hidden test's code. A test that fails for any other reason (a
-bug of the judge, a reference that cannot be computed) gets :data:`INTERNAL_ERROR`; its traceback
-goes to the judge's standard output (the instructor's log), as pytest prints it anyway.
+else: never a traceback, never the hidden test's code. A test that fails for any other reason (the
+grader's own fault, :class:`~autograder_tests._judge.GraderFault`: a worker that could not start,
+the kit's own files refused; a bug of the judge; a reference that cannot be computed) is an
+``error``: its feedback is :data:`INTERNAL_ERROR`, its ``grader_error`` says why (for the
+instructor: ``gradcam-kit grade`` then marks the student not graded, and writes no score), and its
+traceback goes to the judge's standard output (the instructor's log).
 
 The JSON (``docs/design.md``)::
 
-    {"submission": "...", "isolation": "...", "notes": ["..."],
+    {"submission": "...", "isolation": "bwrap", "zygote": true, "notes": ["..."],
      "tests": {"test_grad_cam": {"outcome": "passed", "points": 3.0, "max_points": 3.0,
-                                 "feedback": "..."}},
+                                 "feedback": "..."},
+               "test_channel_weights": {"outcome": "error", "points": 0.0, "max_points": 1.0,
+                                        "feedback": INTERNAL_ERROR, "grader_error": "why"}},
      "artifacts": {"heatmap": "heatmap.npz"}, "reference_values_computed": 0}
 
 Every test of the seven that was selected appears, also when collection or a fixture failed
@@ -29,6 +34,9 @@ from typing import Any, Mapping
 import pytest
 
 from gradcam_kit.grading.feedback import INTERNAL_ERROR, StudentFailure
+from gradcam_kit.grading.safe_text import encodable, shown
+
+from ._judge import GraderFault
 
 FEEDBACK_PROPERTY = "gradcam_feedback"
 """``record_property`` name under which a passing test leaves its remark."""
@@ -54,12 +62,15 @@ class ResultsRecorder:
         self.selected: list[str] | None = None
         self.notes: list[str] = []
         self.isolation = ""
+        self.zygote = False
+        """The submission's worker was forked by the zygote."""
         self.artifacts: dict[str, str] = {}
         self.computed: list[tuple] = []
         """The reference values the judge computed (not found in the cache): ``References.computed``."""
 
     # -- recording ------------------------------------------------------------------------------
-    def record(self, name: str, passed: bool, feedback: str, outcome: str | None = None) -> None:
+    def record(self, name: str, passed: bool, feedback: str, outcome: str | None = None,
+               grader_error: str | None = None) -> None:
         max_points = float(self.points.get(name, 0.0))
         self.tests[name] = {
             "outcome": outcome or ("passed" if passed else "failed"),
@@ -67,6 +78,8 @@ class ResultsRecorder:
             "max_points": max_points,
             "feedback": feedback,
         }
+        if grader_error is not None:
+            self.tests[name]["grader_error"] = shown(grader_error, 1000)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -87,12 +100,12 @@ class ResultsRecorder:
             if excinfo is not None and excinfo.errisinstance(StudentFailure):
                 self.record(name, False, str(excinfo.value))
             else:
-                self.record(name, False, INTERNAL_ERROR, outcome="error")
+                self.record(name, False, INTERNAL_ERROR, outcome="error", grader_error=_reason(excinfo, report.when))
                 if excinfo is not None:
                     print(f"\n[judge] internal error in {name} ({report.when}):", file=sys.stderr)
                     traceback.print_exception(excinfo.type, excinfo.value, excinfo.tb, file=sys.stderr)
         elif report.skipped and name not in self.tests:
-            self.record(name, False, INTERNAL_ERROR, outcome="error")
+            self.record(name, False, INTERNAL_ERROR, outcome="error", grader_error="the test was skipped")
 
     # -- writing --------------------------------------------------------------------------------
     def results(self) -> dict[str, Any]:
@@ -101,9 +114,10 @@ class ResultsRecorder:
         for name in expected:
             tests[name] = self.tests.get(name) or {
                 "outcome": "error", "points": 0.0, "max_points": float(self.points.get(name, 0.0)),
-                "feedback": INTERNAL_ERROR,
+                "feedback": INTERNAL_ERROR, "grader_error": "the test did not run",
             }
-        return {"submission": str(self.submission), "isolation": self.isolation, "notes": list(self.notes),
+        return {"submission": str(self.submission), "isolation": self.isolation, "zygote": self.zygote,
+                "notes": list(self.notes),
                 "tests": tests, "artifacts": dict(self.artifacts),
                 "reference_values_computed": len(self.computed)}
 
@@ -115,7 +129,8 @@ class ResultsRecorder:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.results(), stream, indent=2, ensure_ascii=False)
+                # a student's text may hold lone surrogates (valid JSON, not UTF-8): replaced
+                json.dump(encodable(self.results()), stream, indent=2, ensure_ascii=False)
                 stream.write("\n")
             os.replace(temporary, path)
         except BaseException:
@@ -135,3 +150,12 @@ class ResultsRecorder:
             if test["feedback"]:
                 line += f" -- {test['feedback']}"
             terminalreporter.write_line(line)
+
+
+def _reason(excinfo: pytest.ExceptionInfo | None, when: str) -> str:
+    """Why a test ended in an error, for the instructor (never shown to the student)."""
+    if excinfo is None:
+        return f"the test failed in its {when} without an exception"
+    if excinfo.errisinstance(GraderFault):
+        return str(excinfo.value)
+    return f"internal error of the judge ({when}: {excinfo.typename}; the traceback is in the log)"

@@ -91,6 +91,7 @@ def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
         judge = Judge(session, references, CHECKS, Path(artifacts) if artifacts else None)
         load = session.load()
         recorder.isolation = load.isolation
+        recorder.zygote = load.zygote
         recorder.notes = list(dict.fromkeys(load.notes))
         recorder.artifacts = judge.artifacts
         recorder.computed = references.computed

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--workers", type=int, default=None, metavar="N", help="parallel judges (default: one per CPU, fewer if memory is short)")
     grade.add_argument("--force", action="store_true", help="regrade students already graded")
     grade.add_argument("--csv", metavar="FILE", help="where to write the CSV (default: grades/TP2_GradCAM.csv)")
+    grade.add_argument("--isolation", choices=("bwrap", "uid", "process"), metavar="LEVEL",
+                       help="grade at this isolation level (bwrap, uid or process) even if it is weaker than the "
+                            "strongest this machine supports; by default grading refuses to start below it")
 
     demo = commands.add_parser("demo", help="release, then grade sample submissions in a scratch course")
     _add_course(demo)
@@ -68,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradcam_kit.grading.batch import grade_course
 
             return grade_course(course, students=args.student, workers=args.workers,
-                                force=args.force, csv_path=args.csv)
+                                force=args.force, csv_path=args.csv, isolation=args.isolation)
         if args.command == "demo":
             from gradcam_kit.demo import run_demo
 

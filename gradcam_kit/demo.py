@@ -158,6 +158,7 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
         The exit status of the grading (0 when every sample was graded).
     """
     from gradcam_kit.grading.batch import grade_course
+    from gradcam_kit.grading.sandbox import available_isolation
     from gradcam_kit.release import generate_release
 
     out = out if out is not None else sys.stdout
@@ -184,7 +185,9 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
             say(f"  {student:<28} {sample.description}")
 
         say(f"\n[3/4] Grading {len(samples)} submissions (gradcam-kit grade --course {folder})")
-        status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False)
+        # the kit's own samples: graded at the strongest level that works here, and it says which
+        status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False,
+                              isolation=available_isolation()[0])
 
     feedback = demo.grades_dir / "feedback"
     example = next((f"{s}.html" for s in samples if s.startswith("bug_")), "solution.html")

@@ -227,7 +227,7 @@ def test_results_plugin_records_only_the_judges_messages(tmp_path):
 
         def pytest_configure(config):
             points = {{"test_register_gradcam_hooks": 2.0, "test_channel_weights": 1.0, "test_grad_cam": 3.0,
-                       "test_weighted_cam": 1.0}}
+                       "test_weighted_cam": 1.0, "test_top_and_least": 1.0}}
             config.pluginmanager.register(
                 ResultsRecorder(Path("sub.ipynb"), points, Path({str(tmp_path / "results.json")!r})), "rec")
     """))
@@ -252,6 +252,10 @@ def test_results_plugin_records_only_the_judges_messages(tmp_path):
 
         def test_weighted_cam(broken):
             pass
+
+        def test_top_and_least():
+            from autograder_tests._judge import GraderFault
+            raise GraderFault("the worker could not be started (no such file)")
     """))
     completed = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path), "-q", "-p", "no:cacheprovider"],
                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -261,9 +265,12 @@ def test_results_plugin_records_only_the_judges_messages(tmp_path):
                                                     "feedback": "matched 'mixed'"}
     assert tests["test_channel_weights"]["feedback"] == "weights should have shape (2, 5)"
     assert tests["test_channel_weights"]["points"] == 0.0
-    for name in ("test_grad_cam", "test_weighted_cam"):
+    for name in ("test_grad_cam", "test_weighted_cam", "test_top_and_least"):
         assert tests[name]["outcome"] == "error"
         assert tests[name]["feedback"] == "internal grading error — tell your instructor"
+    # the reason is kept for the instructor (gradcam-kit grade then writes no score for the student)
+    assert tests["test_top_and_least"]["grader_error"] == "the worker could not be started (no such file)"
+    assert tests["test_grad_cam"]["grader_error"].startswith("internal error of the judge (call: ValueError")
     text = json.dumps(results)
     for secret in ("judge bug", "secret_hidden_variable", "Traceback", "fixture bug"):
         assert secret not in text

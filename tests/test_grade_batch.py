@@ -18,6 +18,7 @@ import pytest
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
 from gradcam_kit.grading.batch import GradesFolder, grade_course
 from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
+from gradcam_kit.grading.sandbox import available_isolation
 from test_grade_helpers import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
@@ -67,11 +68,12 @@ def test_grade_writes_gradebook_csv_feedback_and_histogram(fake_course, judge_mo
     # the CSV: one column per test, in notebook order, then the totals
     rows = read_csv(fake_course.grades_dir / f"{ASSIGNMENT}.csv")
     assert list(rows[0]) == ["student_id", "test_channel_weights", "test_grad_cam", "autograded_score",
-                             "autograded_max"]
+                             "autograded_max", "isolation"]
+    level = available_isolation()[0]
     assert [list(r.values()) for r in rows] == [
-        ["alice", "1", "2", "3", "3"],
-        ["bob", "1", "0", "1", "3"],
-        ["carol", "1", "2", "3", "3"],
+        ["alice", "1", "2", "3", "3", level],
+        ["bob", "1", "0", "1", "3", level],
+        ["carol", "1", "2", "3", "3", level],
     ]
 
     # the gradebook: the tests' auto scores; the written answer to grade by hand, or zero if untouched
@@ -213,8 +215,8 @@ def test_a_crashing_or_slow_judge_fails_one_student_only(fake_course, judge_mode
     assert time.monotonic() - started < 45
     assert status == 1
     lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
-    assert "FAILED: the judge crashed (exit status 3)" in lines["crash"]
-    assert "FAILED: the judge did not finish within 8 s" in lines["slow"]
+    assert "FAILED (grader error: the judge crashed (exit status 3)" in lines["crash"]
+    assert "FAILED (grader error: the judge did not finish within 8 s" in lines["slow"]
     assert "graded" in lines["alice"]
     assert set(gradebook_scores(fake_course)) == {"alice"}
     folder = GradesFolder(fake_course.grades_dir)
@@ -276,7 +278,7 @@ def test_killing_the_grader_midway_loses_nothing_and_grades_nobody_twice(fake_co
 
 
 def test_results_that_disagree_with_the_gradebook_fail_the_student(tmp_path):
-    from gradcam_kit.grading.batch import JudgeRun, StudentFailure, Submission, read_results
+    from gradcam_kit.grading.batch import GraderError, JudgeRun, Submission, read_results
 
     def results(text: str) -> dict:
         path = tmp_path / "r.json"
@@ -294,9 +296,12 @@ def test_results_that_disagree_with_the_gradebook_fail_the_student(tmp_path):
         (json.dumps({"tests": {"test_a": {**ok, "points": 3.0}, "test_b": ok}}), "gave 3 of 1 points"),
         (json.dumps({"tests": {"test_a": {"outcome": "passed"}, "test_b": ok}}), "malformed"),
         (json.dumps({"tests": {"test_a": {**ok, "outcome": "error", "points": 0.0, "feedback": "oops"},
-                               "test_b": {**ok, "max_points": 2.0}}}), "internal error in test_a \\(oops\\)"),
+                               "test_b": {**ok, "max_points": 2.0}}}), "test_a: oops"),
+        (json.dumps({"tests": {"test_a": {**ok, "outcome": "error", "points": 0.0, "feedback": "internal",
+                                          "grader_error": "the worker could not be started"},
+                               "test_b": {**ok, "max_points": 2.0}}}), "test_a: the worker could not be started"),
     ]:
-        with pytest.raises(StudentFailure, match=message):
+        with pytest.raises(GraderError, match=message):
             results(text)
 
 

@@ -8,7 +8,7 @@ with the hidden-test region, a written answer) released with nbgrader, and a fak
 
 The fake judge grades one notebook per pytest session (``python -m pytest autograder_tests
 --submission ...``) or a series of notebooks in one process (``python -m autograder_tests --out DIR
-NB...``), as the real one does. It passes a function unless its cell contains ``BUG`` or still raises
+NB...``, reporting each notebook done on the status channel), as the real one does. It passes a function unless its cell contains ``BUG`` or still raises
 ``NotImplementedError``. Markers in a function cell steer it: ``JUDGE_CRASH`` (exit without
 results), ``JUDGE_SLEEP=<seconds>`` (take that long). Each finished run appends the ``STUDENT=``
 marker of the submission to ``$FAKE_JUDGE_LOG`` when that is set.
@@ -99,7 +99,8 @@ def judge(config, test_name):
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     artifacts = config.getoption("--artifacts")
-    data = {"submission": config.getoption("--submission"), "isolation": "fake", "notes": ["fake judge"],
+    data = {"submission": config.getoption("--submission"), "isolation": os.environ.get("GRADCAM_ISOLATION", "fake"),
+            "notes": ["fake judge"],
             "tests": config.gradcam_results, "artifacts": {}}
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
@@ -150,6 +151,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("notebooks", nargs="*", type=Path)
 parser.add_argument("--out", type=Path)
 parser.add_argument("--prepare", action="store_true")
+parser.add_argument("--status-fd", type=int)
 options = parser.parse_args()
 if options.prepare:  # notes its run, and what it found in the cache folder, in $FAKE_PREPARE_LOG
     import os
@@ -166,7 +168,14 @@ for notebook in options.notebooks:
     status = pytest.main([str(HERE), "--submission", str(notebook), "--results-json",
                           str(options.out / f"{notebook.stem}.json"), "--artifacts", str(options.out / notebook.stem),
                           "-p", "no:cacheprovider", "-qq"])
-    print(f"[autograder] {notebook.name}: exit status {int(status)}, {time.perf_counter() - started:.1f} s", flush=True)
+    sys.stdout.flush()
+    if options.status_fd is not None:
+        from gradcam_kit.grading.judge_status import JudgeStatus, write_status
+
+        write_status(options.status_fd, JudgeStatus(notebook.name, int(status), time.perf_counter() - started))
+    else:  # an older grader, which read this line from the judge's output
+        print(f"[autograder] {notebook.name}: exit status {int(status)}, {time.perf_counter() - started:.1f} s",
+              flush=True)
 '''
 
 

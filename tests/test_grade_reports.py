@@ -23,20 +23,23 @@ def results(**points: tuple[float, float]) -> dict:
 
 
 def test_csv_has_one_column_per_test_and_the_totals():
+    below = {"isolation": "process", "isolation_policy": {"level": "process", "strongest": "bwrap",
+                                                          "requested": "process", "below_strongest": True}}
     text = reports.csv_text(
-        {"bob": results(test_a=(0.0, 1.0), test_b=(1.5, 2.0)), "alice": results(test_a=(1.0, 1.0), test_b=(2.0, 2.0))},
+        {"bob": {**results(test_a=(0.0, 1.0), test_b=(1.5, 2.0)), **below},
+         "alice": {**results(test_a=(1.0, 1.0), test_b=(2.0, 2.0)), "isolation": "bwrap"}},
         ["test_a", "test_b"],
     )
     assert text.splitlines() == [
-        "student_id,test_a,test_b,autograded_score,autograded_max",
-        "alice,1,2,3,3",
-        "bob,0,1.5,1.5,3",
+        "student_id,test_a,test_b,autograded_score,autograded_max,isolation",
+        "alice,1,2,3,3,bwrap",
+        "bob,0,1.5,1.5,3,process (below bwrap)",
     ]
 
 
 def test_csv_leaves_a_missing_test_empty():
     text = reports.csv_text({"carol": results(test_a=(1.0, 1.0))}, ["test_a", "test_b"])
-    assert text.splitlines()[1] == "carol,1,,1,1"
+    assert text.splitlines()[1] == "carol,1,,1,1,"
 
 
 def test_feedback_page_escapes_everything_and_embeds_the_heatmap():

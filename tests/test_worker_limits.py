@@ -107,11 +107,12 @@ def test_a_limit_hit_while_setting_up_fails_every_call_at_once(course, tmp_path)
         load = worker.load()
         assert load.fatal == ("The grader could not run your notebook: it timed out after 3 s while running the "
                               "cell `setup_data`.")
-        assert load.defined == {name: False for name in notebooks.FUNCTIONS}
+        assert load.defined == {name: False for name in notebooks.FUNCTIONS} and load.failure == "grader"
         started = time.monotonic()
         for name in notebooks.FUNCTIONS:
             outcome = worker.call(name, np.zeros(1))
-            assert not outcome.ok and outcome.error == load.fatal and outcome.failure == "unavailable"
+            # the source's own setup cell, before any of the student's: the grader's fault, never charged
+            assert not outcome.ok and outcome.error == load.fatal and outcome.failure == "grader"
         assert time.monotonic() - started < 1.0 and worker.restarts == 0
 
 

@@ -14,14 +14,15 @@ from gradcam_kit.grading.sandbox import (
     SANDBOX_HOME,
     Limits,
     SandboxPaths,
+    UID_RANGE,
     UidLease,
     available_isolation,
     build_command,
     describe_bytes,
-    kit_files,
     prepare_host_home,
     worker_environment,
 )
+from gradcam_kit.grading.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_modules
 
 
 @pytest.fixture
@@ -54,14 +55,16 @@ def test_the_bwrap_command_shows_only_what_the_worker_needs(paths, course):
                  "--new-session"):
         assert flag in command
     binds = _binds(command)
-    assert all(target == source for target, source in binds.items() if not target.startswith(SANDBOX_HOME))
+    assert all(target == source for target, source in binds.items()
+               if not target.startswith(SANDBOX_HOME) and target != CODE_IN_SANDBOX)
     visible = set(binds)
     root = str(course.root)
     for secret in ("solutions", "autograder_tests", "source", "gradebook.db", "submitted", ".git"):
         assert not any(target == f"{root}/{secret}" or target.startswith(f"{root}/{secret}/") for target in visible)
     assert root not in visible, "the course root itself must never be bound"
-    kit = {str(path) for path in kit_files()}
-    assert {target for target in visible if target.startswith(f"{root}/gradcam_kit")} <= kit
+    assert not any(target.startswith(f"{root}/gradcam_kit") for target in visible), \
+        "the kit's code is seen through its staged copy only"
+    assert binds[CODE_IN_SANDBOX] == str(staged_worker_code())
     assert binds[f"{SANDBOX_HOME}/TP2_GradCAM/tp2_utils.py"] == str(course.helper_module)
     assert binds[f"{SANDBOX_HOME}/TP2_GradCAM/TP2_images"] == str(course.images_dir)
     assert command[command.index("--tmpfs", command.index("--size")) - 1] == str(Limits().scratch_bytes)
@@ -72,8 +75,36 @@ def test_the_bwrap_command_shows_only_what_the_worker_needs(paths, course):
 
 def test_other_levels_run_the_interpreter_directly(paths):
     command = build_command("process", paths, Limits(), ["--request-fd", "3"], drop_to=None)
-    assert command[1:6] == ["-I", "-B", "-m", "gradcam_kit.grading.worker", "--request-fd"]
+    worker = command.index("-B") - 2  # after the launcher that joins a new session keyring
+    assert command[worker:worker + 4] == [command[0], "-I", "-B", "-c"]
+    assert str(staged_worker_code()) in command[worker + 4] and command[worker + 5:] == ["--request-fd", "3"]
     assert "--uid" not in command
+
+
+def test_the_worker_code_is_derived_from_the_imports(tmp_path):
+    """The staged code is the closure of the worker's imports (lazy ones too), nothing else of the kit."""
+    modules = worker_modules()
+    assert {"gradcam_kit.grading.worker", "gradcam_kit.grading.models", "gradcam_kit.grading.protocol",
+            "gradcam_kit.grading.zygote_server", "gradcam_kit.grading.mounts", "gradcam_kit.grading.syscalls",
+            "gradcam_kit.efficientnet", "gradcam_kit", "gradcam_kit.grading"} <= set(modules)
+    for host_only in ("batch", "gradebook", "reports", "session", "zygote", "isolation"):
+        assert f"gradcam_kit.grading.{host_only}" not in modules
+    staged = staged_worker_code()
+    files = {str(path.relative_to(staged)) for path in staged.rglob("*.py")}
+    import gradcam_kit
+
+    package = Path(gradcam_kit.__file__).parent
+    assert files == {str(Path("gradcam_kit") / path.relative_to(package)) for path in modules.values()}
+
+
+def test_the_worker_imports_the_staged_code(paths):
+    """Whatever copy of the kit the venv would find, the worker imports the staged one."""
+    import subprocess
+
+    command = build_command("process", paths, Limits(), ["--probe"], drop_to=None)
+    found = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == str(staged_worker_code() / "gradcam_kit")
 
 
 def test_the_environment_is_built_from_nothing(paths, monkeypatch):
@@ -87,21 +118,25 @@ def test_the_environment_is_built_from_nothing(paths, monkeypatch):
         assert env["GRADCAM_WEIGHTS"] == "random"
 
 
-def test_uid_leases_are_exclusive_and_reusable(tmp_path):
-    uids = range(64850, 64853)
+def test_uid_leases_are_never_shared_nor_reused(tmp_path):
+    """Two graders (here two lock folders would be two machines: one folder is one machine) never
+    get the same uid, and a released uid is not leased again: its user keyring cannot carry over."""
+    uids = range(UID_RANGE.stop - 13, UID_RANGE.stop - 10)  # far from the uids real leases get
     first, second = UidLease(uids, tmp_path), UidLease(uids, tmp_path)
-    try:
-        assert first.uid != second.uid and first.gid == first.uid
-        third = UidLease(uids, tmp_path)
-        with pytest.raises(RuntimeError, match="no free uid"):
-            UidLease(uids, tmp_path)
-        third.release()
-        again = UidLease(uids, tmp_path)
-        assert again.uid == third.uid
-        again.release()
-    finally:
-        first.release()
-        second.release()
+    assert first.uid != second.uid and first.gid == first.uid
+    first.release()
+    third = UidLease(uids, tmp_path)
+    assert third.uid not in (first.uid, second.uid)
+    with pytest.raises(RuntimeError, match="no free uid"):
+        UidLease(uids, tmp_path)
+
+
+def test_uid_leases_skip_uids_the_kernel_holds_keys_for(tmp_path, monkeypatch):
+    from gradcam_kit.grading import sandbox
+
+    uids = range(UID_RANGE.stop - 23, UID_RANGE.stop - 20)
+    monkeypatch.setattr(sandbox, "_uids_with_keys", lambda: {uids.start})
+    assert UidLease(uids, tmp_path).uid == uids.start + 1
 
 
 @pytest.mark.parametrize("level", ["process", "uid"])
@@ -130,3 +165,19 @@ def test_prepare_leaves_bwrap_alone(paths):
                                          (2048, "2 kB"), (12, "12 bytes")])
 def test_describe_bytes(count, text):
     assert describe_bytes(count) == text
+
+
+def test_the_mount_table_is_read_as_the_kernel_writes_it():
+    from gradcam_kit.grading.mounts import MountTable
+
+    table = MountTable(
+        "65 42 0:40 /newroot / rw,nosuid - tmpfs tmpfs rw\n"
+        "66 65 254:0 /usr /usr ro,nosuid - ext4 /dev/vda rw\n"
+        "70 65 0:42 / /dev rw,nosuid - tmpfs tmpfs rw,mode=755\n"
+        "78 70 0:39 / /dev/mqueue rw,relatime - mqueue mqueue rw\n"
+        "79 65 0:44 / /tmp rw,nosuid - tmpfs tmpfs rw\n"
+        "80 79 254:0 /x /tmp/a\\040b/.venv ro,nosuid - ext4 /dev/vda rw\n"
+        "81 65 0:45 / /home/student rw - tmpfs tmpfs rw\n")
+    assert "/tmp/a b/.venv" in table.points, "mountinfo escapes spaces as \\040"
+    assert {"/tmp/a b", "/tmp", "/"} <= table.holders
+    assert table.writable == ["/", "/dev", "/tmp", "/dev/mqueue", "/home/student"]

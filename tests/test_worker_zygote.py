@@ -47,7 +47,12 @@ LOOKS = '''
 def channel_weights(gradients):
     import os, pathlib
     home = pathlib.Path(os.environ["HOME"])
-    files = sorted(str(path) for root in (home, pathlib.Path("/tmp")) for path in root.rglob("*"))
+    # only what the previous student could have left (a checkout or venv under /tmp is bound there too)
+    import sys
+    files = sorted(str(path) for root in (home, pathlib.Path("/tmp")) for path in root.rglob("*")
+                   if not str(path).startswith((sys.prefix + "/", sys.base_prefix + "/"))
+                   and (any(word in path.name for word in ("planted", "hijack", "locked", "matplotlibrc"))
+                        or str(path).startswith(os.environ.get("TORCH_HOME", "/nowhere"))))
     processes = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
     ipc = [line for kind in ("shm", "sem", "msg")
            for line in pathlib.Path("/proc/sysvipc", kind).read_text().splitlines()[1:]]
@@ -169,3 +174,24 @@ def test_signal_numbers_are_reported_exactly(submit):
     with submit("segfault", code) as crashing:
         outcome = crashing.call("channel_weights", GRADIENTS)
         assert outcome.failure == "crash" and "SIGSEGV" in (outcome.error or ""), outcome
+
+
+def test_a_sandbox_with_binds_under_tmp_is_cleaned_and_kept(submit, monkeypatch, tmp_path):
+    """A kit checkout or a virtual environment under /tmp is bound under the sandbox's own /tmp: the
+    clean-up between workers leaves those binds (and the folders holding them) alone, and the next
+    worker still comes from the same zygote. (Here the bind under /tmp is torch's checkpoints folder.)"""
+    torch_home = tmp_path / "torch home"
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    assert str(torch_home).startswith("/tmp/")
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    with submit("planter", PLANTS) as planter:
+        assert planter.load().ok
+        zygote = zygote_of(planter)
+        assert planter.call("channel_weights", GRADIENTS).ok
+    with submit("looker", LOOKS) as looker:
+        looked = looker.call("channel_weights", GRADIENTS)
+        assert looked.ok, looked.error
+        assert zygote_of(looker) is zygote, "the zygote could not clean its sandbox"
+        files = looked.value[0]
+    assert not [name for name in files if "planted" in name or "hijack" in name], files
+    assert any(name.startswith(str(torch_home)) for name in files), "the bind under /tmp is still there"

@@ -9,6 +9,18 @@ protocol
     the records that cross (``ModelSpec``, ``LayerRef``).
 sandbox
     Isolation levels (``bwrap`` > ``uid`` > ``process``), resource limits, launching the worker.
+isolation
+    The level a grading run uses: the strongest this machine supports, or a weaker one asked for.
+worker_code
+    The kit modules the worker imports (derived from its imports), staged for the sandbox.
+syscalls
+    The worker's seccomp filter (libseccomp): Docker's default denials, keyrings, namespaces.
+mounts
+    What a worker wrote in its sandbox, found from the sandbox's mount table, and removed.
+judge_status
+    The judge's status channel: one record per graded notebook, on a pipe of its own.
+safe_text
+    Text from a submission made safe (encodable, bounded, no control characters) for any output.
 worker
     The process that runs the student's cells (``python -m gradcam_kit.grading.worker``).
 session

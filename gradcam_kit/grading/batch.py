@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import selectors
 import shutil
 import signal
@@ -51,8 +50,10 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -74,9 +75,13 @@ from gradcam_kit.grading.gradebook import (
     test_cells,
     write_notebook_atomically,
 )
+from gradcam_kit.grading.isolation import IsolationChoice, choose_isolation
+from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.processes import process_alive
+from gradcam_kit.grading.safe_text import encodable, shown, shown_line
 from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 from gradcam_kit.grading.reference_cache import PREPARING
+from gradcam_kit.grading.sandbox import ISOLATION_ENV
 from gradcam_kit.progress import ProgressBar
 
 TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
@@ -128,7 +133,7 @@ class GradesFolder:
     def load_marker(self, student: str) -> dict | None:
         """The kept results of ``student``, or ``None`` if absent or unreadable."""
         try:
-            data = json.loads(self.marker(student).read_text())
+            data = encodable(json.loads(self.marker(student).read_text(encoding="utf-8")))
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) and isinstance(data.get("grading"), dict) else None
@@ -228,12 +233,12 @@ def already_graded(folder: GradesFolder, writer: GradebookWriter, submission: Su
 # ---------------------------------------------------------------------------------------------
 # 4: the judge
 # ---------------------------------------------------------------------------------------------
-#: The judge can grade a series of notebooks in one process (``python -m autograder_tests --out
-#: DIR NB1.ipynb NB2.ipynb ...``): each notebook gets its own pytest session and its own fresh
-#: sandboxed worker, but the judge's imports and reference computations are shared. After each
-#: notebook it prints a line matching :data:`SERIES_DONE`.
+#: The judge can grade a series of notebooks in one process (``python -m autograder_tests
+#: --status-fd N --out DIR NB1.ipynb NB2.ipynb ...``): each notebook gets its own pytest session and
+#: its own fresh sandboxed worker, but the judge's imports and reference computations are shared.
+#: After each notebook it writes a status record on descriptor N, a pipe of its own
+#: (:mod:`gradcam_kit.grading.judge_status`); its output, which carries students' text, is a log.
 SERIES_ENTRY = "__main__.py"
-SERIES_DONE = re.compile(r"^\[autograder\] (?P<name>.+)\.ipynb: exit status (?P<status>-?\d+), [0-9.]+ s\s*$")
 #: The most notebooks given to one judge process (a crash costs the rest of its series a restart).
 MAX_SERIES = 8
 
@@ -298,10 +303,11 @@ def judge_command(course: Course, run: JudgeRun) -> list[str]:
     ])
 
 
-def series_command(runs: Sequence[JudgeRun]) -> list[str]:
-    """The judge's command line for a series of notebooks (run in the course folder)."""
-    return _launch(["-m", "autograder_tests", "--out", str(runs[0].results_path.parent),
-                    *(str(run.notebook) for run in runs)])
+def series_command(runs: Sequence[JudgeRun], status_fd: int) -> list[str]:
+    """The judge's command line for a series of notebooks (run in the course folder), reporting each
+    notebook done on ``status_fd``."""
+    return _launch(["-m", "autograder_tests", STATUS_FD_OPTION, str(status_fd), "--out",
+                    str(runs[0].results_path.parent), *(str(run.notebook) for run in runs)])
 
 
 def judge_environment(threads: int, reference_cache: Path) -> dict[str, str]:
@@ -345,11 +351,14 @@ class JudgeRunner:
         The judges' shared cache of reference arrays.
     """
 
-    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path) -> None:
+    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path,
+                 isolation: str | None = None) -> None:
         self.course = course
         self.work = work
         self.timeout = timeout
         self.env = judge_environment(threads, reference_cache)
+        if isolation is not None:  # every session of the judges uses exactly this level, or fails as a grader fault
+            self.env[ISOLATION_ENV] = isolation
         self.series = (course.autograder_dir / SERIES_ENTRY).is_file()
         self._running: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
@@ -462,12 +471,13 @@ class JudgeRunner:
             if retry and not self._stopping:
                 batches.put(retry)
 
-    def _start(self, command: list[str], stdout) -> subprocess.Popen | None:
+    def _start(self, command: list[str], stdout, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen | None:
         with self._lock:
             if self._stopping:
                 return None
             process = subprocess.Popen(command, cwd=self.course.root, env=self.env, stdin=subprocess.DEVNULL,
-                                       stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+                                       pass_fds=pass_fds)
             self._running[process.pid] = process
             return process
 
@@ -495,15 +505,27 @@ class JudgeRunner:
         return []
 
     def _run_series(self, batch: Sequence[Submission], folder: Path, emit) -> list[Submission]:
-        """``python -m autograder_tests`` on a series of notebooks; returns those to judge again."""
-        runs = {submission.student: JudgeRun.planned(submission, folder) for submission in batch}
+        """``python -m autograder_tests`` on a series of notebooks; returns those to judge again.
+
+        Each notebook is done when the judge says so on the status pipe; its part of the judge's
+        output (from the previous record to this one) becomes its log.
+        """
+        runs = {run.notebook.name: run for run in (JudgeRun.planned(submission, folder) for submission in batch)}
         pending = list(runs)
-        process = self._start(series_command(list(runs.values())), subprocess.PIPE)
+        status_read, status_write = os.pipe()
+        output = folder / "judge-output.log"
+        with open(output, "wb") as log:
+            try:
+                process = self._start(series_command(list(runs.values()), status_write), log,
+                                      pass_fds=(status_write,))
+            finally:
+                os.close(status_write)
         if process is None:
+            os.close(status_read)
             return []
-        reader = _LineReader(process.stdout)
+        reader = _LineReader(os.fdopen(status_read, "rb", buffering=0))
         last = time.monotonic()
-        piece = bytearray()
+        offset = 0
         error = None
         try:
             while pending:
@@ -514,16 +536,18 @@ class JudgeRunner:
                     break
                 if line == b"":  # the process ended
                     break
-                piece += line
-                done = SERIES_DONE.match(line.decode("utf-8", "replace"))
-                if done and done["name"] in pending:
-                    now = time.monotonic()
-                    run = runs[done["name"]]
-                    pending.remove(done["name"])
-                    run.log.write_bytes(bytes(piece))
-                    piece.clear()
-                    emit(run.finish(int(done["status"]), now - last))
-                    last = now
+                try:
+                    done = JudgeStatus.from_line(line)
+                except ValueError:
+                    continue  # not from this judge (it writes nothing else there): ignored
+                if done.notebook not in pending:
+                    continue
+                now = time.monotonic()
+                run = runs[done.notebook]
+                pending.remove(done.notebook)
+                offset = _copy_log(output, offset, run.log)
+                emit(run.finish(done.exit_status, now - last))
+                last = now
             if not pending:
                 try:
                     process.wait(timeout=30)
@@ -539,7 +563,7 @@ class JudgeRunner:
             return []
         # the notebook in progress failed; the rest of the series goes to a new process
         failed = runs[pending[0]]
-        failed.log.write_bytes(bytes(piece) + reader.rest())
+        _copy_log(output, offset, failed.log)
         emit(failed.finish(returncode, time.monotonic() - last, error or
                            (f"the judge crashed (exit status {returncode})" if returncode not in (0, 1)
                             else "the judge stopped without grading this notebook")))
@@ -593,6 +617,18 @@ class _LineReader:
         self.stream.close()
 
 
+def _copy_log(output: Path, offset: int, destination: Path) -> int:
+    """Copy ``output`` from ``offset`` to its current end into ``destination``; the new offset."""
+    try:
+        with open(output, "rb") as source:
+            source.seek(offset)
+            data = source.read()
+    except OSError:
+        return offset
+    destination.write_bytes(data)
+    return offset + len(data)
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -619,7 +655,42 @@ def remove_stale_work(work: Path) -> None:
 # 5: recording one student
 # ---------------------------------------------------------------------------------------------
 class StudentFailure(Exception):
-    """This student could not be graded; the message says why."""
+    """This student could not be graded; the message says why. Nothing of it reaches the gradebook,
+    and a rerun tries again."""
+
+    cause = "submission"
+    """Whose fault it is: ``submission`` (the notebook cannot be prepared for grading)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(shown_line(message, 600))
+
+    @property
+    def status(self) -> str:
+        """The student's line in the summary."""
+        return f"FAILED (submission: {self})"
+
+
+class GraderError(StudentFailure):
+    """The grader itself failed on this student (a judge that crashed or ran out of time, a worker
+    that could not start, the kit's own files refused, results that cannot be read, a gradebook or
+    a file that cannot be written): never a student's failure, never a score."""
+
+    cause = "grader"
+
+    @property
+    def status(self) -> str:
+        return f"FAILED (grader error: {self})"
+
+
+@contextmanager
+def recording(what: str) -> Iterator[None]:
+    """Turn any error of one step of recording a student into a :class:`GraderError` naming the step."""
+    try:
+        yield
+    except StudentFailure:
+        raise
+    except Exception as error:  # noqa: BLE001 - one student's step must never stop the batch
+        raise GraderError(f"{what} could not be written ({type(error).__name__}: {error})") from error
 
 
 def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
@@ -632,38 +703,44 @@ def read_results(run: JudgeRun, expected: Mapping[str, float]) -> dict:
     expected : Mapping[str, float]
         The autograded test cells of the released notebook and their points.
 
+    Returns
+    -------
+    dict
+        The results, with every string made encodable (:func:`~gradcam_kit.grading.safe_text.encodable`).
+
     Raises
     ------
-    StudentFailure
-        When the results are missing, malformed, disagree with the gradebook, or report an
-        internal error of the judge (``"outcome": "error"``): the student is then not graded, and
-        a rerun tries again.
+    GraderError
+        When the results are missing, malformed, disagree with the gradebook, or report an error
+        of the grader (``"outcome": "error"``, with its ``grader_error``): the student is then not
+        graded, and a rerun tries again.
     """
     try:
-        results = json.loads(run.results_path.read_text())
+        results = encodable(json.loads(run.results_path.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise StudentFailure(f"the judge wrote no results (exit status {run.returncode})") from None
+        raise GraderError(f"the judge wrote no results (exit status {run.returncode})") from None
     except (OSError, ValueError) as error:
-        raise StudentFailure(f"the judge's results are not valid JSON ({error})") from None
+        raise GraderError(f"the judge's results are not valid JSON ({error})") from None
     tests = results.get("tests") if isinstance(results, dict) else None
     if not isinstance(tests, dict) or not tests:
-        raise StudentFailure("the judge's results hold no tests")
+        raise GraderError("the judge's results hold no tests")
     for name, test in tests.items():
         try:
             points, possible = float(test["points"]), float(test["max_points"])
             str(test["outcome"])
         except (KeyError, TypeError, ValueError):
-            raise StudentFailure(f"the judge's result for {name} is malformed: {test!r}") from None
+            raise GraderError(f"the judge's result for {name} is malformed: {test!r}") from None
         if not 0.0 <= points <= possible:
-            raise StudentFailure(f"the judge gave {points:g} of {possible:g} points for {name}")
-        if test["outcome"] == "error":  # the judge's own fault (a bug, a reference it could not compute)
-            raise StudentFailure(f"the judge had an internal error in {name} ({test.get('feedback') or 'no message'})")
+            raise GraderError(f"the judge gave {points:g} of {possible:g} points for {name}")
+        if test["outcome"] == "error":  # the grader's own fault (its worker, a bug, a reference it could not compute)
+            reason = test.get("grader_error") or test.get("feedback") or "no message"
+            raise GraderError(f"{name}: {reason}")
     missing = sorted(set(expected) - set(tests))
     if missing:
-        raise StudentFailure(f"the judge gave no result for {', '.join(missing)}")
+        raise GraderError(f"the judge gave no result for {', '.join(missing)}")
     for name, possible in expected.items():
         if abs(float(tests[name]["max_points"]) - possible) > 1e-9:
-            raise StudentFailure(
+            raise GraderError(
                 f"{name} is worth {possible:g} points in the gradebook but {tests[name]['max_points']:g} "
                 "for the judge: run `gradcam-kit release` again after changing the points"
             )
@@ -682,6 +759,8 @@ class Recorder:
     columns: Sequence[str]
     csv_path: Path
     release: nbformat.NotebookNode | None = None
+    isolation: IsolationChoice | None = None
+    """The isolation level this run grades at, and why (``None``: not decided by this grader)."""
     _tp2_utils: object = None
 
     def heatmap(self, results: Mapping, artifacts: Path) -> tuple[bytes | None, str | None]:
@@ -699,50 +778,66 @@ class Recorder:
     def record(self, run: JudgeRun) -> dict:
         """Record one finished run; returns the kept results.
 
+        Every step is contained: whatever the submission holds (lone surrogates, odd metadata, an
+        overlong ``timestamp.txt``) and whatever fails on the way, this student is recorded or gets
+        a :class:`StudentFailure`, and the rest of the class is not affected.
+
         Raises
         ------
         StudentFailure
-            When this student cannot be graded (nothing of it is written to the gradebook).
+            When this student cannot be graded (nothing of it is written to the gradebook): a
+            :class:`GraderError` when the grader is at fault.
         """
         submission = run.submission
         student = submission.student
         keep_log(run, self.folder.log(student))
         if run.error:
-            raise StudentFailure(f"{run.error}; see {self.folder.log(student)}")
+            raise GraderError(f"{run.error}; see {self.folder.log(student)}")
         results = read_results(run, self.expected)
+        if self.isolation is not None and results.get("isolation") != self.isolation.level:
+            raise GraderError(f"the judge graded at the isolation level {results.get('isolation')!r}, "
+                              f"not {self.isolation.level!r} as asked")
+        results["notes"] = [shown(note, 2000) for note in results.get("notes") or []]
+        results.update(self.isolation_record(results))
 
         try:
             sanitized = sanitize(run.notebook, self.settings, student, self.release)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the notebook itself is malformed
             raise StudentFailure(
                 f"{submission.path}: nbgrader cannot prepare it for grading ({type(error).__name__}: {error})"
             ) from None
-        notes = list(sanitized.warnings)
+        notebook = encodable(sanitized.notebook)  # lone surrogates cannot be written as UTF-8
+        notes = [shown(note, 2000) for note in sanitized.warnings]
         timestamp, problem = read_timestamp(submission.path.parent)
         notes += [problem] if problem else []
         png, problem = self.heatmap(results, run.artifacts)
         notes += [problem] if problem else []
+        notes += self.isolation_notes(results)
         graded_at = datetime.now().astimezone()
 
         # files for people: the autograded copy (formgrader), the artifacts, the feedback page
         autograded = self.course.root / "autograded" / student / ASSIGNMENT
-        annotate_tests(sanitized.notebook, results, png)
-        write_notebook_atomically(sanitized.notebook, autograded / NOTEBOOK)
-        if (submission.path.parent / "timestamp.txt").is_file():
-            reports.write_atomically(autograded / "timestamp.txt",
-                                     (submission.path.parent / "timestamp.txt").read_bytes())
-        keep_artifacts(run.artifacts, self.folder.artifacts(student))
-        reports.write_atomically(
-            self.folder.feedback(student),
-            reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at),
-        )
+        with recording("the autograded copy of the notebook"):
+            annotate_tests(notebook, results, png)
+            write_notebook_atomically(notebook, autograded / NOTEBOOK)
+        if timestamp is not None:  # nbgrader's own file, copied only when it holds a timestamp
+            with recording("the autograded copy of timestamp.txt"):
+                reports.write_atomically(autograded / "timestamp.txt",
+                                         (submission.path.parent / "timestamp.txt").read_bytes())
+        with recording("the judge's artifacts"):
+            keep_artifacts(run.artifacts, self.folder.artifacts(student))
+        with recording("the feedback page"):
+            reports.write_atomically(
+                self.folder.feedback(student),
+                reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at),
+            )
 
         # the gradebook: one transaction
         tests = {name: float(test["points"]) for name, test in results["tests"].items()}
         try:
-            self.writer.record(StudentGrades(student, tests, sanitized.notebook, timestamp))
+            self.writer.record(StudentGrades(student, tests, notebook, timestamp))
         except GradebookError as error:
-            raise StudentFailure(f"gradebook not updated ({error})") from None
+            raise GraderError(f"gradebook not updated ({error})") from None
 
         # the "done" marker, last
         kept = dict(results)
@@ -756,9 +851,25 @@ class Recorder:
             "feedback": str(self.folder.feedback(student).relative_to(self.course.root)),
             "autograded": str((autograded / NOTEBOOK).relative_to(self.course.root)),
         }
-        reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
-        self.write_csv()
+        with recording("the results file (the \"done\" marker)"):
+            reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
+        try:
+            self.write_csv()
+        except Exception as error:  # noqa: BLE001 - the student is graded; the CSV is written again at the end
+            print(f"gradcam-kit grade: the CSV could not be updated ({type(error).__name__}: {error})",
+                  file=sys.stderr)
         return kept
+
+    def isolation_record(self, results: Mapping) -> dict:
+        """What the results keep about the sandbox: the level the judge used and the policy's verdict."""
+        return {"isolation": str(results.get("isolation") or ""),
+                "isolation_policy": self.isolation.to_plain() if self.isolation is not None else None}
+
+    def isolation_notes(self, results: Mapping) -> list[str]:
+        """A note for the feedback when the student was graded below the strongest level available."""
+        if self.isolation is None or not self.isolation.below_strongest:
+            return []
+        return [self.isolation.note()]
 
     def write_csv(self) -> None:
         reports.write_csv(self.csv_path, self.folder.all_results(), self.columns)
@@ -858,11 +969,16 @@ def plan(course: Course, folder: GradesFolder, writer: GradebookWriter, students
     outcomes = [Outcome(p.student, f"not graded: {p.message}") for p in problems]
     todo: list[Submission] = []
     for student in names:
-        found = inspect_submission(course, student)
+        try:
+            found = inspect_submission(course, student)
+            done = not isinstance(found, Problem) and not force and already_graded(folder, writer, found)
+        except Exception as error:  # noqa: BLE001 - one student's files must not stop the planning
+            found, done = Problem(student, f"{course.submission(student)}: cannot be read ({error})"), False
         if isinstance(found, Problem):
+            found = Problem(student, shown_line(found.message, 600))
             problems.append(found)
             outcomes.append(Outcome(student, f"not graded: {found.message}"))
-        elif not force and already_graded(folder, writer, found):
+        elif done:
             outcomes.append(Outcome(student, "already graded (--force to regrade)", folder.load_marker(student)))
         else:
             todo.append(found)
@@ -881,17 +997,34 @@ def judge_all(todo: Sequence[Submission], runner: JudgeRunner, recorder: Recorde
                 try:
                     kept = recorder.record(run)
                 except StudentFailure as error:
-                    bar.message(f"gradcam-kit grade: {student}: {error}")
-                    bar.advance(f"{student}: failed")
-                    yield Outcome(student, f"FAILED: {error}")
+                    bar.message(f"gradcam-kit grade: {shown_line(student)}: {error.status}")
+                    bar.advance(f"{shown_line(student, 40)}: failed")
+                    yield Outcome(student, error.status)
+                except Exception as error:  # noqa: BLE001 - a bug of the grader: this student only
+                    failure = GraderError(f"{type(error).__name__}: {error}")
+                    note_traceback(recorder.folder.log(student))
+                    bar.message(f"gradcam-kit grade: {shown_line(student)}: {failure.status}")
+                    bar.advance(f"{shown_line(student, 40)}: failed")
+                    yield Outcome(student, failure.status)
                 else:
                     earned, possible = reports.total(kept)
-                    bar.advance(f"{student}: {reports.number(earned)}/{reports.number(possible)}")
+                    bar.advance(f"{shown_line(student, 40)}: {reports.number(earned)}/{reports.number(possible)}")
                     yield Outcome(student, "graded", kept)
                 finally:
                     discard(run)
         finally:
             remove_own_work(runner.work)
+
+
+def note_traceback(log: Path) -> None:
+    """Append the exception being handled to a student's log."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8", errors="replace") as stream:
+            stream.write("\n[gradcam-kit grade] recording failed:\n")
+            traceback.print_exc(file=stream)
+    except OSError:
+        pass
 
 
 def discard(run: JudgeRun) -> None:
@@ -920,6 +1053,7 @@ def grade_course(
     timeout: float | None = None,
     out: TextIO | None = None,
     show_paths: bool = True,
+    isolation: str | None = None,
 ) -> int:
     """Grade the submissions of ``course`` (see the module docstring).
 
@@ -941,6 +1075,10 @@ def grade_course(
         Where the summary goes (default: standard output); the progress bar uses standard error.
     show_paths : bool
         End the summary with where the outputs are.
+    isolation : str, optional
+        ``--isolation``: grade at this level even if it is weaker than the strongest this machine
+        supports (default: the strongest, and refuse when it does not work; see
+        :mod:`gradcam_kit.grading.isolation`).
 
     Returns
     -------
@@ -971,10 +1109,13 @@ def grade_course(
         workers = workers or default_workers(len(work.todo))
         threads = max(1, (os.cpu_count() or 1) // workers)
         remove_stale_work(folder.work)
-        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache)
+        choice = choose_isolation(isolation) if work.todo else None  # refuses before anything is graded
+        recorder.isolation = choice
+        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache,
+                             choice.level if choice is not None else None)
         if work.todo:
             print(f"Grading {len(work.todo)} submission(s) with {workers} worker(s)"
-                  f" ({len(work.outcomes)} other(s) left as they are).", file=sys.stderr)
+                  f" ({len(work.outcomes)} other(s) left as they are); {choice.describe()}.", file=sys.stderr)
         outcomes = list(work.outcomes)
         interrupted = False
         try:
@@ -994,6 +1135,8 @@ def grade_course(
         if kept:
             reports.write_histogram(folder.histogram, kept, ASSIGNMENT)
         print_summary(out, outcomes, recorder, folder, course, settings, show_paths)
+        if choice is not None:
+            print(f"\n{choice.describe()[0].upper()}{choice.describe()[1:]}.", file=out)
 
     if interrupted:
         return 130
@@ -1010,7 +1153,7 @@ def print_summary(out: TextIO, outcomes: Iterable[Outcome], recorder: Recorder, 
         if outcome.results is not None:
             earned, possible = reports.total(outcome.results)
             score = f"{reports.number(earned)}/{reports.number(possible)}"
-        rows.append([outcome.student, score, outcome.status])
+        rows.append([shown_line(outcome.student, 60), score, shown_line(outcome.status, 400)])
     if rows:
         print(reports.text_table(["student", "autograded", "status"], rows), file=out)
     if not show_paths:

@@ -34,6 +34,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading.reports import FILE_MODE
+from gradcam_kit.grading.safe_text import shown_line
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
 TEST_PREFIX = "test_"
@@ -395,20 +396,36 @@ class GradebookWriter:
         return {grade.cell.name: grade.auto_score for grade in submitted.grades}
 
 
+MAX_TIMESTAMP_BYTES = 100
+"""A ``timestamp.txt`` longer than this is not a timestamp (nbgrader writes about 30 bytes)."""
+
+
 def read_timestamp(folder: Path) -> tuple[datetime | None, str | None]:
-    """The submission time in ``folder/timestamp.txt`` (nbgrader's convention), and a problem if any."""
+    """The submission time in ``folder/timestamp.txt`` (nbgrader's convention), and a problem if any.
+
+    Never raises: a file that cannot be read, is too long or does not parse is a problem (the
+    timestamp is then ignored), whose text quotes none of the file's content.
+    """
     from nbgrader.utils import parse_utc
 
     path = folder / "timestamp.txt"
-    if not path.is_file():
-        return None, None
-    text = path.read_text(errors="replace").strip()
+    where = shown_line(path, 300)
+    try:
+        if not path.is_file():
+            return None, None
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_TIMESTAMP_BYTES + 1)
+    except OSError as error:
+        return None, f"{where}: cannot be read ({error.strerror or type(error).__name__}; ignored)"
+    if len(raw) > MAX_TIMESTAMP_BYTES:
+        return None, f"{where}: longer than {MAX_TIMESTAMP_BYTES} bytes, not a timestamp (ignored)"
+    text = raw.decode("utf-8", "replace").strip()
     if not text:
-        return None, f"{path}: empty timestamp file (ignored)"
+        return None, f"{where}: empty timestamp file (ignored)"
     try:
         return parse_utc(text), None
-    except (ValueError, OverflowError) as error:
-        return None, f"{path}: not a timestamp ({error}; ignored)"
+    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, OSError...
+        return None, f"{where}: not a timestamp ({type(error).__name__}; ignored)"
 
 
 # ---------------------------------------------------------------------------------------------

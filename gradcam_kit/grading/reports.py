@@ -70,8 +70,18 @@ def total(results: Results) -> tuple[float, float]:
 # CSV
 # ---------------------------------------------------------------------------------------------
 def csv_columns(tests: Sequence[str]) -> list[str]:
-    """``student_id``, one column per test, ``autograded_score``, ``autograded_max``."""
-    return ["student_id", *tests, "autograded_score", "autograded_max"]
+    """``student_id``, one column per test, ``autograded_score``, ``autograded_max``, ``isolation``."""
+    return ["student_id", *tests, "autograded_score", "autograded_max", "isolation"]
+
+
+def isolation_cell(results: Results) -> str:
+    """The isolation level a student was graded at, e.g. ``bwrap``, or ``process (below bwrap)``
+    when the instructor accepted a weaker level than the machine supports."""
+    level = str(results.get("isolation") or "")
+    policy = results.get("isolation_policy")
+    if isinstance(policy, Mapping) and policy.get("below_strongest"):
+        return f"{level} (below {policy.get('strongest')})"
+    return level
 
 
 def csv_text(results: Mapping[str, Results], tests: Sequence[str]) -> str:
@@ -92,7 +102,7 @@ def csv_text(results: Mapping[str, Results], tests: Sequence[str]) -> str:
         assert isinstance(student_tests, Mapping)
         earned, possible = total(results[student])
         cells = [number(student_tests[name]["points"]) if name in student_tests else "" for name in tests]
-        writer.writerow([student, *cells, number(earned), number(possible)])
+        writer.writerow([student, *cells, number(earned), number(possible), isolation_cell(results[student])])
     return buffer.getvalue()
 
 

@@ -2,8 +2,13 @@
 
 Isolation levels
 ----------------
-The session uses the strongest level that works on the machine (``WorkerSession.isolation_level``
-says which one it got); each level keeps every guarantee of the levels below it.
+``gradcam-kit grade`` grades at the strongest level this machine supports, or refuses
+(:mod:`gradcam_kit.grading.isolation`); a session uses ``$GRADCAM_ISOLATION`` when set, else the
+strongest level that works (``WorkerSession.isolation_level`` says which one it got). Each level
+keeps every guarantee of the levels below it. At every level the worker runs the kit code the judge
+imported, staged by :mod:`gradcam_kit.grading.worker_code`, in a new session keyring, under the
+system-call filter of :mod:`gradcam_kit.grading.syscalls` (keyrings, tracing, mounts, namespaces,
+BPF, ...: Docker's default denials).
 
 ``process``
     The worker is a separate process: a crash, an infinite loop, a memory or output bomb costs the
@@ -16,31 +21,35 @@ says which one it got); each level keeps every guarantee of the levels below it.
     notebook, gradebook), writing outside the scratch folder, starting processes, sending signals
     to other processes and opening network connections. The audit hook is a tripwire, not a wall:
     code that uses ``ctypes`` can get past it. The process runs as the grader's user, so nothing
-    stops it from reading what that user can read.
+    stops it from reading what that user can read. The system-call filter also denies System V and
+    POSIX message-queue IPC (their objects would land in the grader's namespace).
 ``uid``
-    As ``process``, and the worker runs as a user of its own (a uid leased per session, so that
-    parallel workers cannot read or signal one another), set before the interpreter starts. The
-    grader's files can no longer be written, files not readable by "others" can no longer be read
-    (make the course folder 0700 or 0750, with the interpreter and the virtual environment
-    outside it), and the limit on the number of processes holds (it does not for root). Needs root.
+    As ``process``, and the worker runs as a user of its own (a uid leased once, never again, so
+    that parallel workers cannot read or signal one another and nothing of a uid carries over from
+    one grading run to the next), set before the interpreter starts. The grader's files can no
+    longer be written, files not readable by "others" can no longer be read (make the course
+    folder 0700 or 0750, with the interpreter and the virtual environment outside it), and the
+    limit on the number of processes holds (it does not for root). Needs root.
 ``bwrap``
     As ``uid`` when the grader is root, and the worker runs in a bubblewrap sandbox: its own view of
-    the file system holding only the system folders, the interpreter, the virtual environment, the
-    kit's package folder, the weights files and the scratch folder (a size-limited tmpfs with the
-    submission, the helper module and the images bound read-only), everything read-only but the
-    scratch folder and /tmp; no network (its own empty network namespace); its own PID, IPC and
-    UTS namespaces; killed with the grader; a new session (no terminal injection). The solutions,
-    the hidden tests, the source notebook, the gradebook and other students' files do not exist
-    inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
+    the file system holding only the system folders, the interpreter and the folders of its
+    ``sys.path``, the staged kit code, the weights files and the scratch folder (a size-limited
+    tmpfs with the submission, the helper module and the images bound read-only), everything
+    read-only but the scratch folder, /tmp and a private POSIX message-queue mount; no network (its
+    own empty network namespace); its own PID, IPC and UTS namespaces; killed with the grader; a
+    new session (no terminal injection); the system-call filter for the whole sandbox. The
+    solutions, the hidden tests, the source notebook, the gradebook and other students' files do
+    not exist inside. Needs the ``bwrap`` program (Debian/Ubuntu: ``apt-get install bubblewrap``).
     At this level a judge process keeps one sandbox whose first process, the zygote, imports torch
     once and forks each worker; between two workers it kills every process left in the sandbox,
-    empties the scratch folder and /tmp and removes the System V IPC objects
+    removes whatever was written on its writable mounts and removes the System V IPC objects
     (:mod:`gradcam_kit.grading.zygote`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -50,6 +59,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from gradcam_kit.grading.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_command
 
 __all__ = [
     "ISOLATION_LEVELS",
@@ -60,8 +72,13 @@ __all__ = [
     "available_isolation",
     "build_command",
     "describe_bytes",
+    "bwrap_program",
+    "code_folder",
     "hub_dir",
-    "kit_files",
+    "in_new_keyring",
+    "probe_isolation",
+    "python_roots",
+    "supported_isolation",
     "prepare_host_home",
     "worker_environment",
 ]
@@ -74,9 +91,14 @@ SANDBOX_HOME = "/home/student"
 WORKDIR_NAME = "TP2_GradCAM"
 FONT_CACHE_IN_SANDBOX = f"{SANDBOX_HOME}/.fontlist.json"
 
-UID_RANGE = range(64000, 64900)
-"""The uids leased to workers (no account needs to exist for them)."""
-BWRAP = "bwrap"
+UID_RANGE = range(0x60000000, 0x70000000)
+"""The uids leased to workers, each once (no account needs to exist for them): far above the ranges
+that systems give to accounts and to containers' subordinate uids."""
+ISOLATION_ENV = "GRADCAM_ISOLATION"
+"""The isolation level a worker session must use, set by ``gradcam-kit grade`` for its judges: a
+session that cannot have it fails as a grader fault instead of using another."""
+BWRAP_ENV = "GRADCAM_BWRAP"
+"""The bubblewrap program to use (default: ``bwrap`` on the ``PATH``)."""
 
 
 def describe_bytes(count: float) -> str:
@@ -179,40 +201,50 @@ class SandboxPaths:
 # uids
 # ------------------------------------------------------------------------------------------------
 class UidLease:
-    """An unprivileged uid held by this session alone (an exclusive lock file per uid).
+    """An unprivileged uid for this lease alone, never handed out again on this machine.
 
-    Two sessions, in this process or another, never hold the same uid at the same time, so the
-    workers of two students cannot signal each other or read each other's scratch folders, and
-    the process limit of one uid counts one worker only.
+    uids come from a counter kept in a lock file (:func:`_default_lock_dir`, under ``/run``, which
+    starts empty at every boot, as the kernel's per-uid state does). A uid is skipped when a
+    process runs as it, when an account has it, or when the kernel holds keys for it
+    (``/proc/key-users``). So two graders on one machine never share a uid, and no uid carries a
+    user keyring, a process or a file ownership over from an earlier grading run.
+
+    Parameters
+    ----------
+    uids : range
+        Where the uids come from (default :data:`UID_RANGE`).
+    lock_dir : Path, optional
+        The folder of the counter (default: one for every grader on the machine).
     """
 
     def __init__(self, uids: range = UID_RANGE, lock_dir: Path | None = None) -> None:
         self._lock_dir = lock_dir or _default_lock_dir()
         self._lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._handle: int | None = None
         self.uid = -1
-        busy = _uids_running()
-        for uid in uids:
-            if uid in busy or _uid_has_account(uid):
-                continue
-            handle = os.open(self._lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(handle)
-                continue
-            self._handle, self.uid = handle, uid
-            return
-        raise RuntimeError(f"no free uid in {uids.start}..{uids.stop - 1} for a grading worker")
+        handle = os.open(self._lock_dir / "next-uid", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            text = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+            start = max(int(text) if text.isdigit() else uids.start, uids.start)  # never back: no uid twice
+            taken = _uids_running() | _uids_with_keys()
+            for uid in range(start, uids.stop):
+                if uid in taken or _uid_has_account(uid):
+                    continue
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{uid + 1}\n".encode("ascii"), 0)
+                self.uid = uid
+                return
+        finally:
+            os.close(handle)
+        raise RuntimeError(f"no free uid left in {uids.start}..{uids.stop - 1} for a grading worker "
+                           f"(remove {self._lock_dir / 'next-uid'} after a reboot to start again)")
 
     @property
     def gid(self) -> int:
         return self.uid
 
     def release(self) -> None:
-        if self._handle is not None:
-            os.close(self._handle)
-            self._handle = None
+        """Nothing to give back: the uid is never leased again."""
 
     def kill_all(self) -> None:
         """Kill every process running as this uid (used before a restart and at the end)."""
@@ -232,6 +264,15 @@ def _default_lock_dir() -> Path:
         if folder.is_dir() and os.access(folder, os.W_OK):
             return folder / "gradcam-kit-uids"
     return Path(tempfile.gettempdir()) / "gradcam-kit-uids"
+
+
+def _uids_with_keys() -> set[int]:
+    """The uids for which the kernel keeps keys or keyrings (``/proc/key-users``)."""
+    try:
+        lines = Path("/proc/key-users").read_text().splitlines()
+    except OSError:
+        return set()
+    return {int(line.split(":")[0]) for line in lines if line.split(":")[0].strip().isdigit()}
 
 
 def _uids_running() -> set[int]:
@@ -257,27 +298,66 @@ def _uid_has_account(uid: int) -> bool:
 # ------------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------------
-WORKER_MODULES = ("__init__.py", "efficientnet.py", "grading/__init__.py", "grading/protocol.py",
-                  "grading/worker.py", "grading/models.py", "grading/sandbox.py", "grading/zygote_server.py")
-"""The files of the kit that the worker imports: the only ones of the kit that it can see."""
+KEYCTL_JOIN_SESSION_KEYRING = 1
+_NEW_KEYRING = (
+    "import ctypes, os, sys\n"
+    "if int(sys.argv[1]) >= 0 and ctypes.CDLL(None, use_errno=True).syscall(int(sys.argv[1]), {join}, None) < 0:\n"
+    "    sys.exit('could not join a new session keyring: ' + os.strerror(ctypes.get_errno()))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+).format(join=KEYCTL_JOIN_SESSION_KEYRING)
+"""Start a program in a new, anonymous session keyring of its own (the grader's is out of reach)."""
 
 
-def kit_files() -> list[Path]:
-    """The kit's files the worker needs, on the host (see :data:`WORKER_MODULES`)."""
-    import gradcam_kit
+@lru_cache(maxsize=1)
+def _keyctl_number() -> int:
+    """The number of the ``keyctl`` system call here (-1: unknown, then no keyring is joined)."""
+    try:
+        import pyseccomp
 
-    package = Path(gradcam_kit.__file__).resolve().parent
-    return [package / name for name in WORKER_MODULES if (package / name).is_file()]
+        return int(pyseccomp.resolve_syscall(pyseccomp.system_arch(), "keyctl"))
+    except Exception:  # noqa: BLE001 - no libseccomp: the worker's filter cannot be built either
+        return -1
 
 
-def _python_roots() -> list[Path]:
-    """The interpreter's folders: its installation and the virtual environment."""
-    roots = [Path(sys.base_prefix), Path(sys.prefix)]
-    executable = Path(sys.executable)
-    roots.append(executable.resolve().parent)
+def in_new_keyring(command: list[str]) -> list[str]:
+    """``command`` (an absolute program path first) started in a new session keyring."""
+    return [sys.executable, "-I", "-S", "-c", _NEW_KEYRING, str(_keyctl_number()), *command]
+
+
+def bwrap_program() -> str | None:
+    """The bubblewrap program: ``$GRADCAM_BWRAP`` if set, else ``bwrap`` on the ``PATH``."""
+    chosen = os.environ.get(BWRAP_ENV, "").strip()
+    if chosen:
+        return chosen
+    return shutil.which("bwrap")
+
+
+@lru_cache(maxsize=1)
+def _interpreter_path() -> tuple[str, ...]:
+    """``sys.path`` of the worker's interpreter as the worker starts it (``python -I``): the standard
+    library, the site-packages and every folder their ``.pth`` files add."""
+    try:
+        result = subprocess.run([sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=True, cwd="/")
+        return tuple(json.loads(result.stdout))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return tuple(sys.path)
+
+
+def _is_a_course(path: Path) -> bool:
+    """Whether ``path`` is a course folder (it would show the solutions and the hidden tests)."""
+    return (path / "nbgrader_config.py").is_file()
+
+
+def python_roots() -> list[Path]:
+    """The interpreter's folders: its installation, the virtual environment, and every folder on the
+    worker's ``sys.path`` (derived, not listed: a site-packages shared through a ``.pth`` file is
+    found too), except a course folder itself (an editable install that puts a checkout on the path)."""
+    roots = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent]
+    extra = [Path(entry).resolve() for entry in _interpreter_path() if entry and Path(entry).is_dir()]
+    roots += [entry for entry in extra if not _is_a_course(entry)]  # a path-style editable install of a checkout
     unique: list[Path] = []
     for root in roots:
-        root = root.resolve()
         if any(root == kept or kept in root.parents for kept in unique):
             continue
         unique = [kept for kept in unique if root not in kept.parents] + [root]
@@ -322,7 +402,7 @@ def _parent_dirs(target: Path, made: set[Path]) -> list[str]:
 
 
 def build_command(level: str, paths: SandboxPaths, limits: Limits, worker_args: list[str],
-                  drop_to: int | None) -> list[str]:
+                  drop_to: int | None, seccomp_fd: int | None = None) -> list[str]:
     """The command line that starts the worker at ``level``.
 
     Parameters
@@ -334,30 +414,41 @@ def build_command(level: str, paths: SandboxPaths, limits: Limits, worker_args: 
     limits : Limits
         For the sizes of the tmpfs folders.
     worker_args : list of str
-        Arguments of ``python -m gradcam_kit.grading.worker``.
+        Arguments of the worker's ``main`` (:mod:`gradcam_kit.grading.worker`).
     drop_to : int or None
         The uid the worker switches to itself (``bwrap`` as root); ``None`` to keep the uid.
+    seccomp_fd : int, optional
+        ``bwrap``: a descriptor holding the system-call filter (:func:`~gradcam_kit.grading.syscalls.filter_fd`),
+        which the caller passes to the process.
+
+    Every level starts the worker in a new session keyring, with the kit's code staged by
+    :func:`~gradcam_kit.grading.worker_code.staged_worker_code` first on its ``sys.path``.
     """
-    python = [sys.executable, "-I", "-B", "-m", "gradcam_kit.grading.worker", *worker_args]
+    code = staged_worker_code()
+    arguments = list(worker_args)
     if drop_to is not None:
-        python += ["--uid", str(drop_to), "--gid", str(drop_to)]
+        arguments += ["--uid", str(drop_to), "--gid", str(drop_to)]
     if level != "bwrap":
-        return python
+        return in_new_keyring(worker_command(str(code), arguments))
+    python = worker_command(CODE_IN_SANDBOX, arguments)
     home, workdir = SANDBOX_HOME, paths.workdir("bwrap")
     size = str(limits.scratch_bytes)
-    args = [BWRAP, "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-            "--unshare-uts", "--unshare-cgroup-try", "--hostname", "grader"]
+    program = bwrap_program() or "bwrap"
+    args = [shutil.which(program) or program, "--die-with-parent", "--new-session", "--unshare-ipc",
+            "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "grader"]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]
         if drop_to is not None:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args += _system_binds()
-    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue",
+             "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     made: set[Path] = {Path("/")}
-    roots = _python_roots()
-    kit = [path for path in kit_files() if not any(root in path.parents for root in roots)]
-    for target in [*roots, *kit, *(extra for extra in paths.read_only if extra.exists())]:
+    for target in [*python_roots(), *(extra for extra in paths.read_only if extra.exists())]:
         args += _parent_dirs(target, made) + ["--ro-bind", str(target), str(target)]
+    args += _parent_dirs(Path(CODE_IN_SANDBOX), made) + ["--ro-bind", str(code), CODE_IN_SANDBOX]
     args += ["--perms", "1777", "--size", size, "--tmpfs", home, "--perms", "0777", "--dir", workdir]
     args += ["--ro-bind", str(paths.helper_module), f"{workdir}/{paths.helper_module.name}"]
     args += ["--ro-bind", str(paths.images_dir), f"{workdir}/TP2_images"]
@@ -366,7 +457,12 @@ def build_command(level: str, paths: SandboxPaths, limits: Limits, worker_args: 
     if paths.font_cache is not None:
         args += ["--ro-bind", str(paths.font_cache), FONT_CACHE_IN_SANDBOX]
     args += ["--chdir", workdir, "--"]
-    return args + python
+    return in_new_keyring(args + python)
+
+
+def code_folder(level: str) -> str:
+    """Where the worker finds the kit's code (see :mod:`gradcam_kit.grading.worker_code`)."""
+    return CODE_IN_SANDBOX if level == "bwrap" else str(staged_worker_code())
 
 
 def prepare_host_home(level: str, paths: SandboxPaths, owner: int | None) -> None:
@@ -426,49 +522,83 @@ def worker_environment(level: str, paths: SandboxPaths, weights: str, torch_home
 # ------------------------------------------------------------------------------------------------
 # which level works here
 # ------------------------------------------------------------------------------------------------
-def _probe(command: list[str], **popen: object) -> bool:
+def _probe(command: list[str], pass_fds: tuple[int, ...] = (), **popen: Any) -> str | None:
+    """Run ``command`` (a worker started with ``--probe``); ``None`` when it worked, else why not."""
     try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, timeout=60, check=False, **popen)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                timeout=60, check=False, pass_fds=pass_fds, **popen)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{command[0]} could not be run ({error})"
+    if result.returncode == 0:
+        return None
+    lines = [line.strip() for line in result.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    said = lines[-1] if lines else "no message"
+    return f"the test start of a worker failed (exit status {result.returncode}: {said[:300]})"
 
 
-@lru_cache(maxsize=None)
-def available_isolation() -> tuple[str, ...]:
-    """The isolation levels that work on this machine, strongest first (always ends with ``process``).
+def _probe_bwrap() -> str | None:
+    program = bwrap_program()
+    if program is None:
+        return "bubblewrap is not installed (no `bwrap` on the PATH)"
+    try:
+        from gradcam_kit.grading.syscalls import filter_fd
 
-    Each is tried once per process with a real interpreter start: ``bwrap`` with the worker's
-    binds, ``uid`` by starting the interpreter as an unused uid (it fails when the interpreter is
-    in a folder that other users cannot enter, such as ``/root``).
-    """
-    levels = []
-    root = os.geteuid() == 0
-    if shutil.which(BWRAP):
+        seccomp = filter_fd(private_ipc=True)
+    except Exception as error:  # noqa: BLE001 - no libseccomp, no pyseccomp
+        return f"the system-call filter cannot be built ({type(error).__name__}: {error}); install libseccomp2"
+    try:
         with tempfile.TemporaryDirectory() as scratch:
             helper = Path(scratch) / "tp2_utils.py"
             helper.write_text("")
             paths = SandboxPaths(Path(scratch), Path(scratch), helper, None)
-            command = build_command("bwrap", paths, Limits(), [], None)
-            python_at = command.index(sys.executable)
-            check = [*command[:python_at], sys.executable, "-I", "-c", "import gradcam_kit.grading"]
-            if _probe(check):
-                levels.append("bwrap")
-    if root:
-        try:
-            lease = UidLease()
-        except (RuntimeError, OSError):
-            lease = None
-        if lease is not None:
-            try:
-                if _probe([sys.executable, "-I", "-c", "import gradcam_kit.grading"], user=lease.uid,
-                          group=lease.gid, extra_groups=[], cwd="/"):
-                    levels.append("uid")
-            finally:
-                lease.release()
-    levels.append("process")
-    return tuple(levels)
+            command = build_command("bwrap", paths, Limits(), ["--probe"], None, seccomp_fd=seccomp)
+            return _probe(command, pass_fds=(seccomp,))
+    finally:
+        os.close(seccomp)
+
+
+def _probe_uid() -> str | None:
+    if os.geteuid() != 0:
+        return "the grader is not root (only root can run the worker as a uid of its own)"
+    try:
+        lease = UidLease()
+    except (RuntimeError, OSError) as error:
+        return f"no uid could be leased ({error})"
+    try:
+        reason = _probe(build_command("uid", SandboxPaths(Path("/"), Path("/"), Path("/"), None), Limits(),
+                                      ["--probe"], None),
+                        user=lease.uid, group=lease.gid, extra_groups=[], cwd="/")
+    finally:
+        lease.release()
+    if reason is not None:
+        reason += (f"; the interpreter ({sys.executable}) must be readable by other users: is it under a "
+                   "folder of mode 0700, such as /root?")
+    return reason
+
+
+@lru_cache(maxsize=None)
+def probe_isolation() -> dict[str, str | None]:
+    """Each isolation level, strongest first, with ``None`` when it works here, else why not.
+
+    Each level is tried once per process with a real start of a worker (``--probe``: it imports the
+    worker's code and leaves): ``bwrap`` with the worker's binds and system-call filter, ``uid`` as
+    an unused uid.
+    """
+    return {"bwrap": _probe_bwrap(), "uid": _probe_uid(), "process": None}
+
+
+def available_isolation() -> tuple[str, ...]:
+    """The isolation levels that work on this machine, strongest first (always ends with ``process``)."""
+    return tuple(level for level, reason in probe_isolation().items() if reason is None)
+
+
+def supported_isolation() -> str:
+    """The strongest level this machine is set up for: ``bwrap`` when bubblewrap is installed,
+    else ``uid`` for root, else ``process``. Grading below it is never silent (see
+    :mod:`gradcam_kit.grading.isolation`)."""
+    if bwrap_program() is not None:
+        return "bwrap"
+    return "uid" if os.geteuid() == 0 else "process"
 
 
 def hub_dir() -> Path:

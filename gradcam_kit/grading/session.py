@@ -38,20 +38,24 @@ import numpy as np
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, map_leaves, pack_frame
 from gradcam_kit.grading.sandbox import (
+    ISOLATION_ENV,
+    ISOLATION_LEVELS,
     Limits,
     SandboxPaths,
     UidLease,
     available_isolation,
     build_command,
+    code_folder,
     describe_bytes,
     hub_dir,
-    kit_files,
     prepare_host_home,
+    python_roots,
     worker_environment,
 )
+from gradcam_kit.grading.syscalls import filter_fd
 from gradcam_kit.grading.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
 
-__all__ = ["LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
+__all__ = ["ISOLATION_ENV", "LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
 
 _KILL_WAIT = 10.0
 SYSTEM_FOLDERS = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev")
@@ -122,6 +126,11 @@ class LoadResult:
         The isolation level of the worker.
     seconds : float
         Wall-clock time of the load (worker start-up included).
+    failure : str or None
+        ``"grader"`` when ``fatal`` is the grader's own fault (the worker could not be started, or
+        failed before any of the student's code ran): the student must not be charged for it.
+    zygote : bool
+        The worker was forked by the zygote (see :mod:`gradcam_kit.grading.zygote`).
     """
 
     ok: bool
@@ -131,6 +140,8 @@ class LoadResult:
     fatal: str | None = None
     isolation: str = ""
     seconds: float = 0.0
+    failure: str | None = None
+    zygote: bool = False
 
 
 class _WorkerLost(Exception):
@@ -179,7 +190,9 @@ class WorkerSession:
     limits : Limits
         Resource limits.
     isolation : {"bwrap", "uid", "process"}, optional
-        Force a level (it must be available here); default: the strongest available.
+        Force a level (it must be available here); default: ``$GRADCAM_ISOLATION``, the level
+        ``gradcam-kit grade`` chose and tried (when a worker cannot be started at that level, every
+        call fails as a grader fault, with the reason), else the strongest level available.
     weights : str, optional
         The weights policy of the worker's models (default: ``$GRADCAM_WEIGHTS``, else
         ``imagenet``); ``ModelSpec(weights=None)`` means this policy.
@@ -196,10 +209,18 @@ class WorkerSession:
         self.limits = limits
         self.images_dir = Path(images_dir).resolve()
         self.helper_module = Path(helper_module).resolve()
-        available = available_isolation()
-        if isolation is not None and isolation not in available:
-            raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
-        self.isolation_level: str = isolation or available[0]
+        required = os.environ.get(ISOLATION_ENV, "").strip() if isolation is None else ""
+        self._unavailable: str | None = None
+        """Why the level the grader asked for (``$GRADCAM_ISOLATION``) cannot be had here."""
+        if required:  # chosen (and tried) by the grader: a worker that then fails to start is a grader fault
+            if required not in ISOLATION_LEVELS:
+                self._unavailable = f"{ISOLATION_ENV}={required!r} is not an isolation level"
+            self.isolation_level: str = required if required in ISOLATION_LEVELS else "process"
+        else:
+            available = available_isolation()
+            if isolation is not None and isolation not in available:
+                raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
+            self.isolation_level = isolation or available[0]
         policy = weights or os.environ.get("GRADCAM_WEIGHTS", "").strip() or "imagenet"
         if policy not in ("imagenet", "random"):
             policy = str(Path(policy).expanduser().resolve())
@@ -229,7 +250,10 @@ class WorkerSession:
         self._defined: dict[str, bool] = {}
         self._errors: dict[str, str] = {}
         self._fatal: str | None = None
+        self._fault: str | None = None
+        """``"grader"`` when ``_fatal`` is the grader's fault."""
         self._closed = False
+        self._forked = False
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> "WorkerSession":
@@ -262,17 +286,50 @@ class WorkerSession:
             self._load = LoadResult(False, {name: False for name in functions}, dict(self.program.problems),
                                     list(self.program.notes), self._fatal, self.isolation_level, 0.0)
             return self._load
-        answer = self._start_and_load()
+        if self._unavailable is not None:
+            self._fatal, self._fault = f"The grader could not run your notebook: {self._unavailable}.", "grader"
+            answer = None
+        else:
+            answer = self._start_and_load()
         if answer is None:
             self._load = LoadResult(False, {name: False for name in functions},
                                     {name: self._fatal or "" for name in functions}, list(self.program.notes),
-                                    self._fatal, self.isolation_level, time.perf_counter() - started)
+                                    self._fatal, self.isolation_level, time.perf_counter() - started,
+                                    failure=self._fault, zygote=self.forked)
         else:
             errors = dict(answer["errors"])
             self._load = LoadResult(bool(answer["ok"]) and not self._skip, dict(answer["defined"]), errors,
                                     list(self.program.notes) + list(answer["notes"]), None, self.isolation_level,
-                                    time.perf_counter() - started)
+                                    time.perf_counter() - started, zygote=self.forked)
+            setup = self._failed_setup(errors)
+            if setup is not None:
+                self._load.fatal = self._fatal = setup
+                self._load.failure = self._fault = "grader"
         return self._load
+
+    @property
+    def forked(self) -> bool:
+        """The current (or last) worker was forked by the zygote."""
+        return isinstance(self._process, ZygoteChild) or self._forked
+
+    def _student_cell_before(self, grade_id: str) -> bool:
+        """Whether a cell of the student's runs before the cell ``grade_id`` (a setup cell)."""
+        for cell in self.program.cells:
+            if cell.grade_id == grade_id:
+                return False
+            if cell.grade_id in self.program.functions:
+                return True
+        return False
+
+    def _failed_setup(self, errors: Mapping[str, str]) -> str | None:
+        """Why the notebook's setup failed before any of the student's cells ran (the setup cells are
+        the source notebook's own: their failure is the grader's), or ``None``."""
+        for cell in self.program.cells:
+            if cell.grade_id in self.program.functions:
+                return None
+            if cell.grade_id in errors:
+                return f"The grader could not prepare your notebook: {errors[cell.grade_id]}"
+        return None
 
     def call(self, function: str, *args: Any, substitutes: Mapping[str, str] | None = None,
              **kwargs: Any) -> Outcome:
@@ -348,12 +405,12 @@ class WorkerSession:
     def _request(self, function: str, request: dict[str, Any]) -> Outcome:
         self.load()
         if self._fatal is not None:
-            return Outcome(False, error=self._fatal, failure="unavailable")
+            return Outcome(False, error=self._fatal, failure=self._fault or "unavailable")
         if not self._defined.get(function, True):
             return Outcome(False, error=self._errors.get(function) or f"`{function}` is not available",
                            failure="unavailable")
         if self._process is None and self._start_and_load() is None:
-            return Outcome(False, error=self._fatal, failure="unavailable")
+            return Outcome(False, error=self._fatal, failure=self._fault or "unavailable")
         if not self._defined.get(function, True):
             return Outcome(False, error=self._errors.get(function) or f"`{function}` is not available",
                            failure="unavailable")
@@ -398,8 +455,8 @@ class WorkerSession:
             return None
         level = self.isolation_level
         home = paths.home(level)
-        allow = [*SYSTEM_FOLDERS, sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
-                 str(self.images_dir), home, *(str(path) for path in kit_files()),
+        allow = [*SYSTEM_FOLDERS, *(str(root) for root in python_roots()),
+                 str(self.images_dir), home, code_folder(level),
                  *(str(path) for path in paths.read_only)]
         deny = [str(self.program.source_path.resolve().parent), str(Path.home()),
                 str(self.program.submission_path.resolve().parent)]
@@ -429,15 +486,13 @@ class WorkerSession:
                 font_copy.chmod(0o644)
             layout = SandboxPaths(scratch, paths.images_dir, paths.helper_module, None, paths.read_only, font_copy)
             lease = UidLease() if os.geteuid() == 0 else None
-            workdir = layout.workdir("bwrap")
             config = {"home": layout.home("bwrap"), "font_cache": layout.font_cache_inside("bwrap"),
-                      "font_cache_name": font[1] if font else None,
-                      "keep": [f"{workdir}/{paths.helper_module.name}", f"{workdir}/TP2_images",
-                               layout.font_cache_inside("bwrap") or ""]}
+                      "font_cache_name": font[1] if font else None}
             env = worker_environment("bwrap", layout, self.weights, hub_dir().parent if hub_dir().is_dir() else None)
             try:
-                return Zygote(lambda args: build_command("bwrap", layout, self.limits, args,
-                                                         drop_to=lease.uid if lease else None),
+                return Zygote(lambda args, seccomp: build_command("bwrap", layout, self.limits, args,
+                                                                  drop_to=lease.uid if lease else None,
+                                                                  seccomp_fd=seccomp),
                               env, config, self.limits.startup_seconds, lease, scratch)
             except BaseException:
                 if lease is not None:
@@ -473,6 +528,7 @@ class WorkerSession:
             "font_cache": paths.font_cache_inside(level),
             "font_cache_name": font[1] if font else None,
             "tripwire": self._tripwire_config(paths),
+            "syscall_filter": level != "bwrap",  # bwrap applies it to the whole sandbox
             "program": self.program.to_plain(),
             "skip": dict(self._skip),
             "notebook": notebook,
@@ -489,6 +545,7 @@ class WorkerSession:
                 self._connect(paths, lambda request, reply, log: zygote.fork(request, reply, log.fileno()),
                               uid=zygote.lease.uid if zygote.lease is not None else None,
                               notebook=self._notebook_copy())
+                self._forked = True
                 return
             except ZygoteError as error:
                 print(f"[worker] the zygote failed ({error}); starting the worker afresh", file=sys.stderr)
@@ -505,15 +562,24 @@ class WorkerSession:
         env = worker_environment(level, paths, self.weights, hub_dir().parent if hub_dir().is_dir() else None)
 
         def spawn(request: int, reply: int, log: Any) -> subprocess.Popen[bytes]:
+            try:
+                seccomp = filter_fd(private_ipc=True) if level == "bwrap" else None
+            except Exception as error:  # noqa: BLE001 - libseccomp missing or broken
+                raise _WorkerLost(f"could not be started (no system-call filter: {error})", "grader") from None
             command = build_command(level, paths, self.limits, ["--request-fd", str(request), "--reply-fd", str(reply)],
-                                    drop_to=uid if level == "bwrap" else None)
+                                    drop_to=uid if level == "bwrap" else None, seccomp_fd=seccomp)
+            fds = (request, reply) if seccomp is None else (request, reply, seccomp)
             try:
                 return subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(request, reply), env=env,
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds, env=env,
                     cwd=paths.workdir(level) if level != "bwrap" else "/", start_new_session=True, **popen)
             except OSError as error:
                 raise _WorkerLost(f"could not be started ({error})", "grader") from None
+            finally:
+                if seccomp is not None:
+                    os.close(seccomp)
 
+        self._forked = False
         self._connect(paths, spawn, uid=uid)
 
     def _connect(self, paths: SandboxPaths, spawn: Any, uid: int | None,
@@ -589,6 +655,7 @@ class WorkerSession:
                                             "was not run.")
                         continue
                     self._fatal = f"The grader could not run your notebook: {reason}"
+                    self._fault = "grader" if cell not in functions and not self._student_cell_before(cell) else None
                     return None
                 self._defined = dict(message["defined"])
                 self._errors = dict(message["errors"])
@@ -602,6 +669,9 @@ class WorkerSession:
                     continue
                 where = f"while running the cell `{current}`" if current else "while starting"
                 self._fatal = f"The grader could not run your notebook: it {lost.reason} {where}."
+                # nothing of the student's had run yet (or only the source's setup cells): the grader's fault
+                if current is None or (current not in functions and not self._student_cell_before(current)):
+                    self._fault = "grader"
                 return None
 
     def _stop(self, polite: bool) -> None:

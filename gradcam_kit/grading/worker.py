@@ -1,7 +1,9 @@
-"""The worker: the only process that runs a student's code (``python -m gradcam_kit.grading.worker``).
+"""The worker: the only process that runs a student's code (its :func:`main`, started with the kit's
+code staged by :mod:`gradcam_kit.grading.worker_code` first on ``sys.path``).
 
 It is started by :class:`gradcam_kit.grading.session.WorkerSession`, inside the sandbox of
-:mod:`gradcam_kit.grading.sandbox`, and talks to it over two pipes given by number
+:mod:`gradcam_kit.grading.sandbox` (in a new session keyring, under the system-call filter of
+:mod:`gradcam_kit.grading.syscalls`), and talks to it over two pipes given by number
 (``--request-fd``, ``--reply-fd``) in the frames of :mod:`gradcam_kit.grading.protocol`. Its
 standard output and error go to a capped log: the student's prints never mix with the protocol.
 
@@ -14,7 +16,9 @@ Start-up, in this order, before any of the student's code runs:
    :mod:`gradcam_kit.grading.zygote_server`, has them already); import a private copy of the
    helper module, which the models are built with (the student's ``tp2_utils`` may be
    monkeypatched);
-4. install the audit hook (the tripwire of the ``process`` level, kept at every level);
+4. at the ``uid`` and ``process`` levels, load the system-call filter (bubblewrap applies it to the
+   whole sandbox at the ``bwrap`` level); install the audit hook (the tripwire of the ``process``
+   level, kept at every level);
 5. run the setup cells and the graded cells, each compiled with the file name ``<cell ID>`` so that
    errors can be located in the student's code and nowhere else.
 
@@ -584,6 +588,10 @@ class Worker:
         sys.path[:] = [workdir] + [entry for entry in sys.path if entry not in ("", ".")]
         import_libraries()  # already done, in a worker forked by the zygote
         self.helpers = load_private_module(str(Path(workdir) / start["helper_name"]), "_grader_tp2_utils")
+        if start.get("syscall_filter"):  # the uid and process levels (bwrap applies it to the whole sandbox)
+            from gradcam_kit.grading.syscalls import install
+
+            install(private_ipc=False)
         tripwire = start.get("tripwire")
         if tripwire:
             sys.addaudithook(Tripwire(tripwire["allow"], tripwire["deny"], tripwire["writable"]))
@@ -944,15 +952,27 @@ class Worker:
             else:
                 try:
                     answer = handler(request)
-                except Exception as error:  # noqa: BLE001 - a bug of the harness or a broken model
-                    answer = {"ok": False, "value": None, "failure": "grader",
-                              "error": f"the grader failed to run this call: {type(error).__name__}: "
-                                       f"{_safe_text(error)}{student_location(error)}",
-                              "observations": {}}
+                except Exception as error:  # noqa: BLE001 - a bug of the harness, or code the student replaced
+                    answer = harness_failure(error)
             answer["id"] = request.get("id")
             self.send(answer)
             if answer.get("restart"):
                 return
+
+
+def harness_failure(error: BaseException) -> dict[str, Any]:
+    """The answer to a call whose harness (not the student's function itself) raised ``error``.
+
+    When the exception comes from the student's code (it went through a frame of one of their
+    cells: a monkeypatched library, a model they changed), it is theirs: ``exception``. Otherwise
+    the grader itself failed (its own files unreadable, a bug): ``grader``, never charged to them.
+    """
+    where = student_location(error)
+    if where:
+        return {"ok": False, "value": None, "failure": "exception", "observations": {},
+                "error": f"your code broke the grader's call: {type(error).__name__}: {_safe_text(error)}{where}"}
+    return {"ok": False, "value": None, "failure": "grader", "observations": {},
+            "error": f"the grader failed to run this call: {type(error).__name__}: {_safe_text(error)}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -962,7 +982,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zygote-fd", type=int, help="serve as the zygote on this control socket")
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
+    parser.add_argument("--probe", action="store_true", help="check that the worker's code imports, and leave")
     options = parser.parse_args(argv)
+    if options.probe:
+        import gradcam_kit.grading.models  # noqa: F401 - imported lazily by real workers
+
+        print(Path(sys.modules["gradcam_kit"].__file__ or "").parent)
+        return 0
     if options.uid is not None:
         drop_privileges(options.uid, options.gid if options.gid is not None else options.uid)
     faulthandler.enable(file=sys.stderr)

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from gradcam_kit.grading.syscalls import filter_fd
+
 ZYGOTE_ENV = "GRADCAM_WORKER_ZYGOTE"
 _ANSWER_SECONDS = 30.0
 """How long the zygote may take to answer a request (it may be cleaning up after a worker)."""
@@ -50,13 +52,12 @@ class Zygote:
     Parameters
     ----------
     command : callable
-        ``command(worker_args)``: the sandbox's command line running ``python -m
-        gradcam_kit.grading.worker`` with those arguments.
+        ``command(worker_args, seccomp_fd)``: the sandbox's command line running the worker's
+        ``main`` with those arguments, under the system-call filter held by ``seccomp_fd``.
     env : dict
         The sandbox's environment (the workers' environment).
     config : dict
-        Sent to the zygote: ``home``, ``font_cache``, ``font_cache_name``, and ``keep`` (the
-        read-only binds inside the scratch folder, which the clean-up leaves alone).
+        Sent to the zygote: ``home``, ``font_cache``, ``font_cache_name``.
     startup_seconds : float
         How long the imports may take.
     lease : UidLease, optional
@@ -65,23 +66,27 @@ class Zygote:
         A folder of the grader's for this zygote (removed when it stops).
     """
 
-    def __init__(self, command: Callable[[list[str]], list[str]], env: dict[str, str], config: dict[str, Any],
+    def __init__(self, command: Callable[[list[str], int], list[str]], env: dict[str, str], config: dict[str, Any],
                  startup_seconds: float, lease: Any = None, scratch: Path | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
         self._log = tempfile.TemporaryFile()
         self.lease = lease
         self.scratch = scratch
+        seccomp = -1
         try:
+            seccomp = filter_fd(private_ipc=True)
             self.process = subprocess.Popen(
-                command(["--zygote-fd", str(theirs.fileno())]), stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=self._log, pass_fds=(theirs.fileno(),), env=env, cwd="/", start_new_session=True)
-        except OSError:
+                command(["--zygote-fd", str(theirs.fileno())], seccomp), stdin=subprocess.DEVNULL, stdout=self._log,
+                stderr=self._log, pass_fds=(theirs.fileno(), seccomp), env=env, cwd="/", start_new_session=True)
+        except Exception as error:  # noqa: BLE001 - no bwrap, no libseccomp
             ours.close()
             self._log.close()
-            raise ZygoteError("the zygote could not be started") from None
+            raise ZygoteError(f"the zygote could not be started ({error})") from None
         finally:
             theirs.close()
+            if seccomp >= 0:
+                os.close(seccomp)
         self.child: ZygoteChild | None = None
         self._events: list[dict[str, Any]] = []
         try:

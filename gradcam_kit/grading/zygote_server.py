@@ -1,7 +1,7 @@
 """The zygote, inside the sandbox: it imports torch once and forks a fresh worker per submission.
 
-Started by :class:`gradcam_kit.grading.zygote.Zygote` as ``python -m gradcam_kit.grading.worker
---zygote-fd N`` in a ``bwrap`` sandbox of its own, it reads its configuration from the control
+Started by :class:`gradcam_kit.grading.zygote.Zygote` as the worker's ``main`` with ``--zygote-fd
+N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it reads its configuration from the control
 socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON message per packet, file descriptors passed
 alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_libraries`), says
 ``ready``, then serves one request at a time:
@@ -15,15 +15,17 @@ alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_lib
 ``{"op": "bye"}``
     leave.
 
-When a worker ends, the zygote kills every other process left in the sandbox, removes every file
-written in the scratch folder and ``/tmp`` and every System V IPC object, and only then reports ``{"event": "exited", "pid": P,
-"status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
+When a worker ends, the zygote kills every other process left in the sandbox, removes whatever was
+written on the sandbox's writable mounts (the scratch folder, ``/tmp``, ``/dev/shm``, the POSIX
+message queues, anything new elsewhere: :class:`~gradcam_kit.grading.mounts.Wiper`, which reads
+them from the mount table) and every System V IPC object, and only then reports ``{"event":
+"exited", "pid": P, "status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
 starts in the same clean sandbox as a freshly started one, and nothing of one student's code
 survives into the next. If the clean-up fails, the zygote says ``{"event": "dirty"}`` and leaves;
 the grader starts a new sandbox.
 
 The zygote runs none of the students' code itself, and is not dumpable: a worker cannot read or
-change its memory (no ``ptrace``, no ``/proc/<pid>/mem``). A worker can still signal it (same uid);
+change its memory (no ``/proc/<pid>/mem``; ``ptrace`` is filtered anyway). A worker can still signal it (same uid);
 then the sandbox ends and the grader starts a new one.
 """
 
@@ -33,14 +35,14 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from gradcam_kit.grading.mounts import Wiper
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
@@ -62,6 +64,7 @@ class ZygoteServer:
         self.run_worker = run_worker
         self.child: int | None = None
         self.config: dict[str, Any] = {}
+        self.wiper: Wiper | None = None
 
     # -- messages -----------------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -82,6 +85,7 @@ class ZygoteServer:
             return 0
         _prctl(_PR_SET_DUMPABLE, 0)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        self.wiper = Wiper(self.config["home"])  # the sandbox as it was built
         prepare_home(self.config["home"], self.config.get("font_cache"), self.config.get("font_cache_name"))
         import_libraries()
         gc.collect()
@@ -161,8 +165,8 @@ class ZygoteServer:
 
     # -- between two workers --------------------------------------------------------------------
     def clean(self) -> bool:
-        """Kill every other process of the sandbox, empty the scratch folder and /tmp, and remove
-        the System V IPC objects (the sandbox has an IPC namespace of its own)."""
+        """Kill every other process of the sandbox, remove what was written on its writable mounts,
+        and remove the System V IPC objects (the sandbox has an IPC namespace of its own)."""
         return self.sweep() and self.wipe() and remove_ipc_objects()
 
     def sweep(self) -> bool:
@@ -182,29 +186,14 @@ class ZygoteServer:
         return False
 
     def wipe(self) -> bool:
-        """Remove what the workers wrote in the scratch folder and /tmp, keeping only the read-only
-        binds listed in the configuration's ``keep`` (and the folders holding them). True when
-        nothing else is left."""
-        keep = {str(Path(path)) for path in self.config.get("keep", [])}
-        holders = {str(parent) for path in keep for parent in Path(path).parents}
-
-        def clear(folder: Path, remove: bool) -> list[Path]:
-            left = []
-            for entry in _entries(folder):
-                if str(entry) in keep:
-                    continue
-                if str(entry) in holders:
-                    left += clear(entry, remove)
-                elif remove:
-                    _remove(entry)
-                else:
-                    left.append(entry)
-            return left
-
-        roots = (Path(self.config["home"]), Path("/tmp"))
-        for root in roots:
-            clear(root, remove=True)
-        return not any(clear(root, remove=False) for root in roots)
+        """Remove what the workers wrote anywhere in the sandbox (:class:`~gradcam_kit.grading.mounts.Wiper`:
+        the writable mounts, read from the sandbox's mount table). True when it is as it was built."""
+        if self.wiper is None:
+            self.wiper = Wiper(self.config["home"])
+        left = self.wiper.wipe()
+        if left:
+            print(f"[zygote] could not clean: {', '.join(left[:5])}", file=sys.stderr, flush=True)
+        return not left
 
 
 _IPC_RMID = 0
@@ -232,31 +221,6 @@ def remove_ipc_objects() -> bool:
         for ident in _ipc_ids(kind):
             remove(ident)
     return not any(_ipc_ids(kind) for kind in removers)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return [folder / name for name in os.listdir(folder)]
-    except OSError:
-        return []
-
-
-def _remove(path: Path) -> None:
-    """Delete ``path`` whatever its permissions (the worker may have made its folders read-only)."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            os.chmod(path, stat.S_IRWXU)
-            for folder, folders, _ in os.walk(path):
-                for name in folders:
-                    try:
-                        os.chmod(os.path.join(folder, name), stat.S_IRWXU, follow_symlinks=False)
-                    except OSError:
-                        pass
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _kill_group(pid: int) -> None:
