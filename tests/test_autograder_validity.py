@@ -5,6 +5,7 @@
 * each buggy submission of ``gradcam_kit.grading.samples.MUTATIONS`` loses exactly the points of
   the tests it names (a bug is charged once);
 * the correct submissions of ``VARIANTS``, in other styles and conventions, earn full marks;
+* the wrong or dishonest submissions of ``REWRITES`` lose exactly the points of the tests they name;
 * no feedback shows a traceback, the hidden code, or the generic internal error.
 
 The judge is run once, in a subprocess (``python -m autograder_tests``), for the whole corpus:
@@ -30,9 +31,10 @@ import pytest
 
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.grading import samples as samples_module
-from gradcam_kit.grading.samples import ALL_TESTS, MUTATIONS, VARIANTS
+from gradcam_kit.grading.samples import ALL_TESTS, MUTATIONS, REWRITES, VARIANTS
 
-SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS)]
+SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS),
+                *(r.name for r in REWRITES)]
 JUDGE_TIMEOUT_S = 60 * 60
 LEAKS = ("Traceback", "autograder_tests", "_checks", "assert ", "StudentFailure", "internal grading error")
 
@@ -115,14 +117,11 @@ def test_the_corpus_is_large_and_targets_every_test():
     assert len(VARIANTS) >= 3
     targeted = set().union(*(m.fails for m in MUTATIONS))
     assert targeted == set(ALL_TESTS)
-    # Each bug is charged once: a caller whose helper fails (even one that does not run at all, e.g. a
-    # syntax error) is checked with the grader's own helper substituted. The hooks are never substituted
-    # (they are the heart of the assignment), so hooks that break `show_grad_cam` at every layer it is
-    # tried at leave it unverified, and unverified code earns nothing: only such hook bugs fail twice.
-    assert all(len(m.fails) == 1 or (m.function == "register_gradcam_hooks"
-                                     and m.fails == {"test_register_gradcam_hooks", "test_show_grad_cam"})
-               for m in MUTATIONS)
-    assert len({m.name for m in MUTATIONS} | {v.name for v in VARIANTS}) == len(MUTATIONS) + len(VARIANTS)
+    # Each bug is charged once: a function whose helper is broken is checked with the grader's own
+    # version of that helper in its place (hooks included), so a bug in one cell fails only its own test.
+    assert all(m.fails == {f"test_{m.function}"} for m in MUTATIONS)
+    names = [m.name for m in MUTATIONS] + [v.name for v in VARIANTS] + [r.name for r in REWRITES]
+    assert len(set(names)) == len(names)
 
 
 def test_every_mutation_changes_its_cell(corpus):
