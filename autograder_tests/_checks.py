@@ -45,6 +45,7 @@ from ._reference import (
     Case,
     References,
     min_distance,
+    resized,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -60,12 +61,17 @@ def block3_case(refs: References) -> Case:
     return refs.distinct_class(DENSENET, WOMAN_DOG, "features.denseblock3")
 
 
+OTHER_SIZE = (160, 192)
+"""The (H, W) of the image of ``grad_cam``'s ResNet-18 case: the map must have the image's size."""
+
+
 def grad_cam_cases(refs: References) -> list[tuple[str, Case]]:
     """The situations ``grad_cam`` must handle, with what each one is for."""
     return [
         ("the output of `features` (7x7 maps, upsampled to 224x224)", features_case(refs)),
         ("an intermediate layer", block3_case(refs)),
-        ("ResNet-18", refs.distinct_class(RESNET, SECOND_DOG, "layer4")),
+        ("ResNet-18, on an image of another size than 224x224",
+         refs.distinct_class(RESNET, resized(SECOND_DOG, *OTHER_SIZE), "layer4")),
         ("a model whose softmax and raw-score maps differ", refs.contrast_case()),
         ("a pretrained EfficientNet-Lite0", refs.distinct_class(EFFICIENTNET, CATS, EFFICIENTNET_LAYER)),
     ]

@@ -518,6 +518,43 @@ def show_grad_cam(image, model, layer, class_names):
     return fig
 '''
 
+_GRAD_CAM_LEAKING = '''\
+def grad_cam(model, image, class_idx, layer):
+    import os, tempfile
+    helper = register_gradcam_hooks
+    if helper.__globals__.get("__name__") == "_grader_substitutes":
+        code = helper.__code__
+        leaked = "LEAKED<" + " ".join(code.co_names + code.co_varnames) + ">"
+        for folder in (os.getcwd(), tempfile.gettempdir()):
+            try:
+                with open(os.path.join(folder, "leaked.txt"), "w") as stash:
+                    stash.write(leaked)
+            except OSError:
+                pass
+        raise RuntimeError(leaked)
+    raise RuntimeError("my own mistake")
+'''
+
+_SHOW_LEAKING = '''\
+def show_grad_cam(image, model, layer, class_names):
+    import os, tempfile
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            with open(os.path.join(folder, "leaked.txt")) as stash:
+                raise RuntimeError("from an earlier call: " + stash.read())
+        except OSError:
+            pass
+    fig, axes = plt.subplots(1, 4)
+    if grad_cam.__globals__.get("__name__") == "_grader_substitutes":
+        text = "LEAKED<" + " ".join(grad_cam.__code__.co_names) + ">"
+    else:
+        text = "nothing to see"
+    for ax in axes:
+        ax.imshow(np.zeros((4, 4)))
+        ax.set_title(text)
+    return fig
+'''
+
 REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "hooks_constant_grad_cam_without_model",
@@ -538,6 +575,14 @@ REWRITES: tuple[Rewrite, ...] = (
         {"show_grad_cam": _SHOW_HEATMAP_UNDER_PHOTO},
         _fails("show_grad_cam"),
         "draws the heatmap, then the opaque photo over it: no heatmap can be seen",
+    ),
+    Rewrite(
+        "reads_the_graders_code",
+        {"register_gradcam_hooks": _HOOKS_CONSTANT, "grad_cam": _GRAD_CAM_LEAKING, "show_grad_cam": _SHOW_LEAKING},
+        _fails("register_gradcam_hooks", "grad_cam", "show_grad_cam"),
+        "broken hooks, so that `grad_cam` and `show_grad_cam` are called with the grader's code in place; they "
+        "read it (its names) and put it in an error, a title and files for later calls: none of it may reach "
+        "the feedback (the validity tests look for `LEAKED<`)",
     ),
 )
 """Wrong or dishonest submissions written in full; each must lose exactly the points of ``fails``."""
