@@ -428,10 +428,7 @@ def check_grad_cam(judge: Judge) -> str:
         arguments = (case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer))
         outcome = judge.call("grad_cam", *arguments)
         if case == features_case(refs):
-            got = _returned_map(outcome)
-            maps = refs.maps(case)
-            matched = min(maps, key=lambda c: map_error(got, maps[c])) if got is not None else "pre_relu"
-            judge.save_heatmap(refs.image(case.image)[0], maps[matched], got if got is not None and got.ndim == 2 else None)
+            _save_heatmap(judge, case, _returned_map(outcome))
         try:
             convention = _grad_cam_verdict(judge, case, outcome, where, call)
         except StudentFailure as failure:
@@ -449,6 +446,14 @@ def check_grad_cam(judge: Judge) -> str:
     if substituted:
         remarks.append(with_grader_helpers(judge, "grad_cam", judge.substitutes("grad_cam"), substituted))
     return " ".join(remarks)
+
+
+def _save_heatmap(judge: Judge, case: Case, got: np.ndarray | None) -> None:
+    """The student's map (from their own call only) beside the reference that it is closest to."""
+    maps = judge.refs.maps(case)
+    matched = min(maps, key=lambda c: map_error(got, maps[c])) if got is not None else "pre_relu"
+    student = got if got is not None and got.ndim == 2 else None
+    judge.save_heatmap(judge.refs.image(case.image)[0], maps[matched], student)
 
 
 def _returned_map(outcome: Any) -> np.ndarray | None:

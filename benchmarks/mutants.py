@@ -12,7 +12,7 @@ cell mutated), grades them all with the series judge in ``--jobs`` processes sid
 * every mutant that is not as it should be: a survivor (keeps every point, not listed as
   equivalent), an overcharged or misplaced one (loses other functions' points), a listed
   equivalent that loses points;
-* the equivalent mutants, with the reason each is listed (``mutator.EQUIVALENT``).
+* the equivalent mutants, with the reason each is listed (``mutant_verdicts.EQUIVALENT``).
 
 Options: ``--jobs N`` (default 2), ``--only TEXT`` (mutants whose key or name contains TEXT),
 ``--list`` (list the mutants and stop), ``--keep DIR`` (grade in DIR and keep it). The exit status
@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
 from gradcam_kit.course import Course  # noqa: E402
-from gradcam_kit.grading import mutator  # noqa: E402
+from gradcam_kit.grading import mutant_verdicts, mutator  # noqa: E402
 from gradcam_kit.grading.judge_runs import failed_tests, run_judges  # noqa: E402
 from gradcam_kit.grading.notebook import GRADED_FUNCTIONS  # noqa: E402
 from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells  # noqa: E402
@@ -69,7 +69,7 @@ def report(mutants: list[mutator.Mutant], verdicts: dict[str, str], failures: di
            seconds: float, jobs: int) -> str:
     """The markdown report (see the module docstring)."""
     counts = Counter(verdicts.values())
-    equivalent = sum(1 for m in mutants if m.key in mutator.EQUIVALENT)
+    equivalent = sum(1 for m in mutants if m.key in mutant_verdicts.EQUIVALENT)
     killable = len(mutants) - equivalent
     lines = [f"**{len(mutants)} mutants** of the answer key's seven functions, graded by the judge in "
              f"{seconds:.0f} s ({jobs} judge process{'es' if jobs > 1 else ''}).", ""]
@@ -77,7 +77,7 @@ def report(mutants: list[mutator.Mutant], verdicts: dict[str, str], failures: di
     lines.append(f"**Mutation score: {counts['killed']} / {killable} = {score:.1%}** "
                  f"({equivalent} listed as equivalent and left out).")
     lines += ["", "| verdict | mutants | meaning |", "| --- | ---: | --- |"]
-    lines += [f"| {name} | {counts[name]} | {meaning} |" for name, meaning in mutator.VERDICTS.items()]
+    lines += [f"| {name} | {counts[name]} | {meaning} |" for name, meaning in mutant_verdicts.VERDICTS.items()]
     lines += ["", "| function | mutants | killed | equivalent | other |", "| --- | ---: | ---: | ---: | ---: |"]
     for function in GRADED_FUNCTIONS:
         own = [m for m in mutants if m.function == function]
@@ -90,12 +90,12 @@ def report(mutants: list[mutator.Mutant], verdicts: dict[str, str], failures: di
         lines += ["", "| mutant | verdict | tests failed |", "| --- | --- | --- |"]
         lines += [f"| `{_short(m.key)}` | {verdicts[m.name]} | {', '.join(sorted(failures[m.name])) or 'none'} |"
                   for m in wrong]
-    listed = [m for m in mutants if m.key in mutator.EQUIVALENT]
+    listed = [m for m in mutants if m.key in mutant_verdicts.EQUIVALENT]
     lines += ["", f"**Equivalent mutants: {len(listed)}**", "", "| mutant | why it is equivalent |", "| --- | --- |"]
-    lines += [f"| `{_short(m.key)}` | {mutator.EQUIVALENT[m.key]} |" for m in listed]
-    stale = sorted(set(mutator.EQUIVALENT) - {m.key for m in mutants})
+    lines += [f"| `{_short(m.key)}` | {mutant_verdicts.EQUIVALENT[m.key]} |" for m in listed]
+    stale = sorted(set(mutant_verdicts.EQUIVALENT) - {m.key for m in mutants})
     if stale:
-        lines += ["", "Listed as equivalent but no longer produced (update `mutator.EQUIVALENT`):", ""]
+        lines += ["", "Listed as equivalent but no longer produced (update `mutant_verdicts.EQUIVALENT`):", ""]
         lines += [f"- `{key}`" for key in stale]
     return "\n".join(lines)
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [m for m in mutants if options.only in m.key or options.only in m.name]
     if options.list:
         for mutant in mutants:
-            listed = "  [equivalent]" if mutant.key in mutator.EQUIVALENT else ""
+            listed = "  [equivalent]" if mutant.key in mutant_verdicts.EQUIVALENT else ""
             print(f"{mutant.name:48} {mutant.key}{listed}")
         print(f"{len(mutants)} mutants")
         return 0
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results for {len(missing)} mutants: {missing[:5]} ...", file=sys.stderr)
         return 1
     failures = {m.name: failed_tests(run.results[m.name]) for m in mutants}
-    verdicts = {m.name: mutator.judged(m, failures[m.name]) for m in mutants}
+    verdicts = {m.name: mutant_verdicts.judged(m, failures[m.name]) for m in mutants}
     print(report(mutants, verdicts, failures, time.perf_counter() - started, options.jobs))
     if not options.keep:
         import shutil

@@ -18,6 +18,8 @@ import nbformat
 import pytest
 
 from gradcam_kit.grading import mutator
+from gradcam_kit.grading.mutant_verdicts import EQUIVALENT, judged
+from gradcam_kit.grading.mutation_operators import OPERATORS
 from gradcam_kit.grading.judge_runs import failed_tests, run_judges
 from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
 from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells
@@ -55,7 +57,7 @@ def test_the_mutator_on_a_toy_function():
 
 
 def test_every_operator_applies_to_the_answer_key(mutants):
-    assert {m.operator for m in mutants} == {operator.name for operator in mutator.OPERATORS}
+    assert {m.operator for m in mutants} == {operator.name for operator in OPERATORS}
     assert {m.function for m in mutants} == set(GRADED_FUNCTIONS)
     assert len(mutants) >= 100
 
@@ -97,25 +99,25 @@ def test_mutants_are_distinct_parseable_edits_of_their_function(mutants, sources
 
 
 def test_the_list_of_equivalent_mutants_is_not_stale(mutants):
-    assert set(mutator.EQUIVALENT) <= {m.key for m in mutants}
-    assert all(reason.strip() for reason in mutator.EQUIVALENT.values())
+    assert set(EQUIVALENT) <= {m.key for m in mutants}
+    assert all(reason.strip() for reason in EQUIVALENT.values())
 
 
 def test_verdicts():
     mutant = mutator.Mutant("grad_cam", "sign", "a", "-a", 1, "")
-    assert mutator.judged(mutant, {"test_grad_cam"}) == "killed"
-    assert mutator.judged(mutant, set()) == "survived"
-    assert mutator.judged(mutant, {"test_grad_cam", "test_show_grad_cam"}) == "overcharged"
-    assert mutator.judged(mutant, {"test_show_grad_cam"}) == "misplaced"
+    assert judged(mutant, {"test_grad_cam"}) == "killed"
+    assert judged(mutant, set()) == "survived"
+    assert judged(mutant, {"test_grad_cam", "test_show_grad_cam"}) == "overcharged"
+    assert judged(mutant, {"test_show_grad_cam"}) == "misplaced"
 
 
 def sample(mutants: list[mutator.Mutant]) -> list[mutator.Mutant]:
     """One mutant per graded function (of :data:`SAMPLE_OPERATORS`), and the first listed equivalent."""
     chosen = []
     for function in GRADED_FUNCTIONS:
-        own = [m for m in mutants if m.function == function and m.key not in mutator.EQUIVALENT]
+        own = [m for m in mutants if m.function == function and m.key not in EQUIVALENT]
         chosen.append(next((m for m in own if m.operator == SAMPLE_OPERATORS[function]), own[0]))
-    chosen += [m for m in mutants if m.key in mutator.EQUIVALENT][:1]
+    chosen += [m for m in mutants if m.key in EQUIVALENT][:1]
     return chosen
 
 
@@ -132,5 +134,5 @@ def test_a_sample_of_mutants_is_charged_exactly_once(course, mutants, tmp_path_f
     cache = tmp_path_factory.getbasetemp() / "gradcam-reference-cache"
     run = run_judges(course, paths, work / "results", cache, processes=1)
     assert run.ok and len(run.results) == len(chosen), run.log[-5000:]
-    verdicts = {m.key: mutator.judged(m, failed_tests(run.results[m.name])) for m in chosen}
+    verdicts = {m.key: judged(m, failed_tests(run.results[m.name])) for m in chosen}
     assert all(verdict in ("killed", "equivalent") for verdict in verdicts.values()), verdicts
