@@ -60,9 +60,10 @@ def write_mutants(mutants: list[mutator.Mutant], solution: nbformat.NotebookNode
     return paths
 
 
-def _short(text: str, limit: int = 110) -> str:
-    text = text.replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _code(text: str, limit: int = 110) -> str:
+    """``text`` as inline code in a table cell (it may hold backquotes and bars), cut to ``limit``."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return "`` " + text.replace("|", "\\|") + " ``"
 
 
 def report(mutants: list[mutator.Mutant], verdicts: dict[str, str], failures: dict[str, frozenset[str]],
@@ -88,11 +89,11 @@ def report(mutants: list[mutator.Mutant], verdicts: dict[str, str], failures: di
     lines += ["", f"**Not as they should be: {len(wrong)}**"]
     if wrong:
         lines += ["", "| mutant | verdict | tests failed |", "| --- | --- | --- |"]
-        lines += [f"| `{_short(m.key)}` | {verdicts[m.name]} | {', '.join(sorted(failures[m.name])) or 'none'} |"
+        lines += [f"| {_code(m.key)} | {verdicts[m.name]} | {', '.join(sorted(failures[m.name])) or 'none'} |"
                   for m in wrong]
     listed = [m for m in mutants if m.key in mutant_verdicts.EQUIVALENT]
     lines += ["", f"**Equivalent mutants: {len(listed)}**", "", "| mutant | why it is equivalent |", "| --- | --- |"]
-    lines += [f"| `{_short(m.key)}` | {mutant_verdicts.EQUIVALENT[m.key]} |" for m in listed]
+    lines += [f"| {_code(m.key)} | {mutant_verdicts.EQUIVALENT[m.key]} |" for m in listed]
     stale = sorted(set(mutant_verdicts.EQUIVALENT) - {m.key for m in mutants})
     if stale:
         lines += ["", "Listed as equivalent but no longer produced (update `mutant_verdicts.EQUIVALENT`):", ""]

@@ -521,7 +521,7 @@ def drawn_image(image: Any) -> dict[str, Any]:
         info["note"] = "no data"
         return info
     mask = np.ma.getmaskarray(data)
-    array = np.array(np.ma.getdata(data), copy=False)
+    array = np.asarray(np.ma.getdata(data))
     info["shape"] = [int(size) for size in array.shape]
     info["dtype"] = str(array.dtype)
     if array.dtype.kind not in "biuf" or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) \
