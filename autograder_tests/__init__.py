@@ -22,9 +22,14 @@ _results
 _reference
     The judge's side: images, models, reference maps and captures (cached), tolerances.
 _judge
-    The student's side, through the worker: calls, outcomes, verdicts of the seven checks.
+    The student's side, through the worker: calls, outcomes, verdicts of the seven checks; which
+    graded function calls which, and the grader's helpers put in place of broken ones.
+_substitutes
+    The grader's own versions of the helpers, as source text for those calls.
 _checks
     The seven checks, one per graded function.
+_figures
+    What a figure draws, read back from the worker's description and scored against heatmaps.
 test_tp2
     The seven tests, in notebook order.
 __main__

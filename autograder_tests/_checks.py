@@ -12,17 +12,24 @@ notation: ``u = 2**-24``); each is stated next to its use.
 from __future__ import annotations
 
 import re
-from itertools import product
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradcam_kit.grading.feedback import StudentFailure, array_summary, fmt_shape, fmt_value, largest_error
+from gradcam_kit.grading.feedback import (
+    StudentFailure,
+    array_summary,
+    describe_value,
+    fmt_shape,
+    fmt_value,
+    largest_error,
+)
 from gradcam_kit.grading.protocol import LayerRef
 
-from ._judge import HELPERS, ErrorInfo, Judge, TensorValue, as_tensor, expect_shape, returned_tensor
+from . import _figures
+from ._judge import Judge, TensorValue, as_tensor, expect_shape, returned_tensor
 from ._reference import (
     CATS,
     CONVENTION_WORDS,
@@ -38,8 +45,8 @@ from ._reference import (
     Case,
     References,
     min_distance,
+    resized,
 )
-from ._substitutes import substitutes_for
 
 # ------------------------------------------------------------------------------------------------
 # the cases shared by several checks
@@ -54,12 +61,17 @@ def block3_case(refs: References) -> Case:
     return refs.distinct_class(DENSENET, WOMAN_DOG, "features.denseblock3")
 
 
+OTHER_SIZE = (160, 192)
+"""The (H, W) of the image of ``grad_cam``'s ResNet-18 case: the map must have the image's size."""
+
+
 def grad_cam_cases(refs: References) -> list[tuple[str, Case]]:
     """The situations ``grad_cam`` must handle, with what each one is for."""
     return [
         ("the output of `features` (7x7 maps, upsampled to 224x224)", features_case(refs)),
         ("an intermediate layer", block3_case(refs)),
-        ("ResNet-18", refs.distinct_class(RESNET, SECOND_DOG, "layer4")),
+        ("ResNet-18, on an image of another size than 224x224",
+         refs.distinct_class(RESNET, resized(SECOND_DOG, *OTHER_SIZE), "layer4")),
         ("a model whose softmax and raw-score maps differ", refs.contrast_case()),
         ("a pretrained EfficientNet-Lite0", refs.distinct_class(EFFICIENTNET, CATS, EFFICIENTNET_LAYER)),
     ]
@@ -378,95 +390,18 @@ def map_error(got: np.ndarray, target: np.ndarray) -> float:
     return float(np.inf if np.isnan(error).any() else error.max())
 
 
-class _Stage:
-    """One step of Grad-CAM, done by the reference (in the judge) or by the student (in the worker)."""
-
-    def __init__(self, judge: Judge, name: str, reference: Callable[..., np.ndarray]) -> None:
-        self.judge, self.name, self.reference = judge, name, reference
-
-    def run(self, student: bool, *args: Any) -> np.ndarray | None:
-        """The stage's output, or ``None`` if it fails (then that composition is not possible)."""
-        if student and not self.judge.defined(self.name):
-            return None
-        key = ("stage", self.name, student, *(id(a) if isinstance(a, np.ndarray) else a for a in args))
-        def compute() -> np.ndarray | None:
-            if student:
-                outcome = self.judge.call(self.name, *args)
-                if not outcome.ok or not isinstance(outcome.value, dict) or outcome.value.get("kind") != "tensor":
-                    return None
-                array = outcome.value.get("array")
-                return None if array is None else np.asarray(array, dtype=np.float32)
-            try:
-                return self.reference(*args)
-            except Exception:  # noqa: BLE001 - the student's intermediate value has the wrong shape
-                return None
-        return self.judge.memo(key, compute)
+def with_grader_helpers(judge: Judge, function: str, substitutes: Mapping[str, str], purposes: Sequence[str]) -> str:
+    """The remark of a pass established with the grader's helpers (a fixed sentence: see ``_judge``)."""
+    failing = [name for name in substitutes if not judge.verdict(name).passed]
+    return (f"With the grader's own {_helpers_words(substitutes)} in place of yours, your `{function}` is right on "
+            f"{'; '.join(purposes)}. What your {_helpers_words(failing)} got wrong is counted in "
+            f"{'its own test' if len(failing) == 1 else 'their own tests'}, not here.")
 
 
-def _reference_stages(judge: Judge) -> dict[str, Callable[..., np.ndarray]]:
-    key = judge.refs.key
-
-    def as_torch(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(array, dtype=np.float32))
-
-    return {
-        "channel_weights": lambda g: key.channel_weights(as_torch(g)).numpy(),
-        "weighted_cam": lambda a, w: key.weighted_cam(as_torch(a), as_torch(w)).numpy(),
-        "upsample_normalize": lambda c, size: key.upsample_normalize(as_torch(c), size).numpy(),
-    }
-
-
-def compositions(judge: Judge, case: Case) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Maps that the student's ``grad_cam`` would return if its only bugs were in its helpers.
-
-    Each step (hooks, weights, cam, upsampling) is done either by the reference, in the judge, or
-    by the student's own helper, in the worker, on the same intermediate values; the student's
-    version of a step is tried only when that helper failed its own check (otherwise it agrees with
-    the reference). Yields the names of the student's helpers used, and the map.
-    """
-    stages = _reference_stages(judge)
-    weights, cam, upsample = (_Stage(judge, name, stages[name])
-                              for name in ("channel_weights", "weighted_cam", "upsample_normalize"))
-    failing = set(judge.helpers_failing("grad_cam"))
-    capture = judge.refs.capture(case)
-    hooks: list[tuple[list[str], np.ndarray, np.ndarray]] = []
-    if "register_gradcam_hooks" in failing and judge.defined("register_gradcam_hooks"):
-        probe = judge.probe(case)
-        value = probe.value if isinstance(probe.value, dict) else {}
-        pieces = [value.get(name) for name in ("activations", "gradients")]
-        if probe.ok and all(isinstance(p, dict) and p.get("kind") == "tensor" and p.get("array") is not None
-                            for p in pieces):
-            hooks.append((["register_gradcam_hooks"], *(np.asarray(p["array"], dtype=np.float32) for p in pieces)))
-    seen: list[tuple[np.ndarray, np.ndarray]] = []
-    for convention in CONVENTIONS:
-        pair = capture.pair(convention)
-        if not any(pair[0] is s[0] and pair[1] is s[1] for s in seen):
-            seen.append(pair)
-            hooks.append(([], *pair))
-    size = tuple(judge.refs.image(case.image).shape[-2:])
-    choices = (False, True)
-    for (used, activations, gradients), w_student, c_student, u_student in product(hooks, choices, choices, choices):
-        mine = list(used)
-        for flag, name in ((w_student, "channel_weights"), (c_student, "weighted_cam"), (u_student, "upsample_normalize")):
-            if flag:
-                if name not in failing:
-                    break
-                mine.append(name)
-        else:
-            if not mine:
-                continue
-            w = weights.run(w_student, gradients)
-            c = None if w is None else cam.run(c_student, activations, w)
-            u = None if c is None else upsample.run(u_student, c, size)
-            if u is not None and u.ndim >= 1 and len(u) >= 1 and _informative(u[0]):
-                yield mine, u[0]
-
-
-def _informative(candidate: np.ndarray) -> bool:
-    """Whether matching this map proves anything: a constant map (all zeros, say) is what almost any
-    broken pipeline gives, so agreeing with it verifies nothing and earns nothing."""
-    values = np.asarray(candidate, dtype=np.float64)
-    return bool(np.isfinite(values).all()) and float(values.max() - values.min()) > 1e-6 * max(1.0, float(np.abs(values).max()))
+def not_even_with_grader_helpers(function: str, substitutes: Mapping[str, str]) -> str:
+    """The sentence added to a failure that the grader's helpers do not fix either (fixed: see ``_judge``)."""
+    return (f" Your `{function}` is not right with the grader's own {_helpers_words(substitutes)} in place of "
+            "yours either, so this error is its own.")
 
 
 def check_grad_cam(judge: Judge) -> str:
@@ -475,6 +410,10 @@ def check_grad_cam(judge: Judge) -> str:
     result is a detached CPU tensor (H, W) in [0, 1]; no hook is left, even after an error; the
     model stays in eval mode.
 
+    A case that is wrong counts as right when some helper of ``grad_cam`` is broken and the call
+    made again with the grader's versions of the broken helpers (:meth:`Judge.substitutes`) is
+    right in every respect above: every case is checked, directly or so, or ``grad_cam`` fails.
+
     Tolerance on the maps (in [0, 1]): ``References.map_tolerance`` -- the reordering bound of the
     weighted sum and of the means, times the case's ``kappa``; plus a scale factor within
     :data:`SCALE_SLACK` for an ``eps`` in the denominator of the normalisation.
@@ -482,106 +421,79 @@ def check_grad_cam(judge: Judge) -> str:
     judge.require("grad_cam")
     refs = judge.refs
     remarks: list[str] = []
-    excused: list[str] = []
     substituted: list[str] = []
-    checked = 0
-    for purpose, case in grad_cam_cases(judge.refs):
+    for purpose, case in grad_cam_cases(refs):
         call = call_text("grad_cam", case)
         where = f"On {case.describe()} ({purpose}): "
-        outcome = judge.call("grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer))
-        _check_model_left_clean(outcome, where, call)
-        maps = refs.maps(case)
-        if not outcome.ok:
-            if _right_with_substitutes(judge, case, where, call):
-                substituted.append(purpose)
-                checked += 1
-                continue
-            helper = _explained_by_helpers(judge, case, outcome)
-            if helper is None:
-                if case == features_case(judge.refs):
-                    judge.save_heatmap(refs.image(case.image)[0], maps["pre_relu"], None)
-                raise StudentFailure(f"{where}`{call}` failed: {outcome.error}")
-            excused.append(purpose)
+        arguments = (case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer))
+        outcome = judge.call("grad_cam", *arguments)
+        if case == features_case(refs):
+            _save_heatmap(judge, case, _returned_map(outcome))
+        try:
+            convention = _grad_cam_verdict(judge, case, outcome, where, call)
+        except StudentFailure as failure:
+            substitutes = judge.substitutes("grad_cam")
+            if not substitutes:
+                raise
+            if not _right_with(judge, case, arguments, substitutes):
+                raise StudentFailure(failure.message + not_even_with_grader_helpers("grad_cam", substitutes)) from None
+            substituted.append(purpose)
             continue
-        result = as_tensor(outcome.value, f"What `{call}` returned")
-        got = result.array.astype(np.float32)
-        if case == features_case(judge.refs):
-            matched = min(maps, key=lambda c: map_error(got, maps[c]))
-            judge.save_heatmap(refs.image(case.image)[0], maps[matched], got if got.ndim == 2 else None)
-        tolerance = refs.map_tolerance(case)
-        errors = {convention: map_error(got, maps[convention]) for convention in CONVENTIONS}
-        best = min(errors, key=errors.get)
-        if errors[best] <= tolerance:
-            _check_tensor_kind(result, where, call)
-            if case == features_case(judge.refs):
-                remarks.append(f"At `{case.layer}` your map matched convention '{best}' "
-                               f"({CONVENTION_WORDS[best]}); all three are accepted.")
-            checked += 1
-            continue
-        helpers = next((mine for mine, candidate in compositions(judge, case)
-                        if map_error(got, candidate) <= tolerance * max(float(np.abs(candidate).max()), 1e-12)), None)
-        if helpers is None:
-            if _right_with_substitutes(judge, case, where, call):
-                substituted.append(purpose)
-                checked += 1
-                continue
-            raise StudentFailure(where + _map_mismatch(judge, case, call, got, maps, errors, tolerance))
-        _check_tensor_kind(result, where, call, normalised=False)
-        remarks.append(f"{purpose[0].upper() + purpose[1:]}: your map is what your `grad_cam` gives with your "
-                       f"{', '.join(f'`{h}`' for h in helpers)}, whose errors are counted in their own tests.")
-        checked += 1
+        if case == features_case(refs) and refs.capture(case).modified_in_place:
+            remarks.append(f"At `{case.layer}` your map matched convention '{convention}' "
+                           f"({CONVENTION_WORDS[convention]}); all three are accepted.")
     _check_error_path(judge)
     if substituted:
-        helpers = _helpers_words(_substitutable_failing(judge, "grad_cam"))
-        remarks.append(f"With the grader's own {helpers} in place of yours, your `grad_cam` is right on "
-                       f"{'; '.join(substituted)} (the errors of your {helpers} are counted in their own tests).")
-    if excused:
-        culprits = ", ".join(f"`{h}`" for h in judge.helpers_failing("grad_cam"))
-        if checked == 0:
-            # Points are only ever given for behaviour the judge has seen to be right: a grad_cam
-            # that never got past a failing helper is unverified, however it is written.
-            raise StudentFailure(
-                f"Your `grad_cam` could not be checked: in every case it stopped inside your {culprits}, which "
-                f"fails its own test. The grader can only give points for what it sees working; once {culprits} "
-                "runs, `grad_cam` is checked on its own (a helper that merely returns wrong values is not charged "
-                "again here).")
-        else:
-            remarks.append(f"Not counted against `grad_cam`: it fails on {'; '.join(excused)}, because your "
-                           f"{culprits} fails its own test.")
+        remarks.append(with_grader_helpers(judge, "grad_cam", judge.substitutes("grad_cam"), substituted))
     return " ".join(remarks)
 
 
-def _substitutable_failing(judge: Judge, name: str) -> list[str]:
-    """The helpers of ``name`` that fail their own test and that the judge may replace by its own
-    (never ``register_gradcam_hooks``: see ``_substitutes``)."""
-    return list(substitutes_for(judge.helpers_failing(name)))
+def _save_heatmap(judge: Judge, case: Case, got: np.ndarray | None) -> None:
+    """The student's map (from their own call only) beside the reference that it is closest to."""
+    maps = judge.refs.maps(case)
+    matched = min(maps, key=lambda c: map_error(got, maps[c])) if got is not None else "pre_relu"
+    student = got if got is not None and got.ndim == 2 else None
+    judge.save_heatmap(judge.refs.image(case.image)[0], maps[matched], student)
 
 
-def _helpers_words(helpers: Sequence[str]) -> str:
-    return ", ".join(f"`{h}`" for h in helpers)
+def _returned_map(outcome: Any) -> np.ndarray | None:
+    value = outcome.value if outcome.ok else None
+    if isinstance(value, dict) and value.get("kind") == "tensor" and value.get("array") is not None:
+        return np.asarray(value["array"], dtype=np.float32)
+    return None
 
 
-def _right_with_substitutes(judge: Judge, case: Case, where: str, call: str) -> bool:
-    """Whether the student's ``grad_cam``, called once more with the grader's own versions of its
-    failing helpers (in the worker, for that call only), gives the reference map on ``case`` (any
-    convention, the same tolerance); ``False`` if no helper can be substituted or the map is still
-    wrong. Only a map seen to be right counts: this is real verification, not an excuse."""
-    failing = _substitutable_failing(judge, "grad_cam")
-    if not failing or not judge.defined("grad_cam"):
-        return False
-    refs = judge.refs
-    outcome = judge.call("grad_cam", case.spec, refs.image(case.image), case.class_idx, LayerRef(case.layer),
-                         substitutes=substitutes_for(failing))
-    if not outcome.ok or not (isinstance(outcome.value, dict) and outcome.value.get("kind") == "tensor"):
-        return False
+def _grad_cam_verdict(judge: Judge, case: Case, outcome: Any, where: str, call: str) -> str:
+    """The convention that ``grad_cam``'s result on ``case`` matched, or a :class:`StudentFailure`
+    saying what is wrong with it: hooks left, training mode, an error, the map, its kind."""
     _check_model_left_clean(outcome, where, call)
+    if not outcome.ok:
+        raise StudentFailure(f"{where}`{call}` failed: {outcome.error}")
     result = as_tensor(outcome.value, f"What `{call}` returned")
     got = result.array.astype(np.float32)
-    maps = refs.maps(case)
-    if min(map_error(got, maps[convention]) for convention in CONVENTIONS) > refs.map_tolerance(case):
-        return False
+    maps = judge.refs.maps(case)
+    tolerance = judge.refs.map_tolerance(case)
+    errors = {convention: map_error(got, maps[convention]) for convention in CONVENTIONS}
+    best = min(errors, key=errors.get)
+    if errors[best] > tolerance:
+        raise StudentFailure(where + _map_mismatch(judge, case, call, got, maps, errors, tolerance))
     _check_tensor_kind(result, where, call)
+    return best
+
+
+def _right_with(judge: Judge, case: Case, arguments: tuple, substitutes: Mapping[str, str]) -> bool:
+    """Whether ``grad_cam`` called with the grader's ``substitutes`` is right on ``case`` in every
+    respect :func:`_grad_cam_verdict` checks. Only the answer crosses: what went wrong is never said."""
+    outcome = judge.call("grad_cam", *arguments, substitutes=substitutes)
+    try:
+        _grad_cam_verdict(judge, case, outcome, "", "")
+    except StudentFailure:
+        return False
     return True
+
+
+def _helpers_words(helpers: Iterable[str]) -> str:
+    return ", ".join(f"`{h}`" for h in helpers)
 
 
 def _check_model_left_clean(outcome: Any, where: str, call: str) -> None:
@@ -597,113 +509,36 @@ def _check_model_left_clean(outcome: Any, where: str, call: str) -> None:
                              "eval mode (batch normalisation must use its running statistics), and must leave it so.")
 
 
-def _check_tensor_kind(result: TensorValue, where: str, call: str, normalised: bool = True) -> None:
+def _check_tensor_kind(result: TensorValue, where: str, call: str) -> None:
     if result.requires_grad:
         raise StudentFailure(f"{where}`{call}` returned a tensor that requires grad: return it detached "
                              "(.detach()).")
     if not result.device.startswith("cpu"):
         raise StudentFailure(f"{where}`{call}` returned a tensor on {result.device}: return it on the CPU (.cpu()).")
-    if normalised and result.array.size and (result.array.min() < -1e-6 or result.array.max() > 1 + 1e-6):
+    if result.array.size and (result.array.min() < -1e-6 or result.array.max() > 1 + 1e-6):
         raise StudentFailure(f"{where}`{call}` returned values outside [0, 1] ({array_summary(result.array)}).")
 
 
-_UNDEFINED = re.compile(r"^NameError: name '(?P<name>\w+)' is not defined")
-
-
-def _missing_helper(error: ErrorInfo, failing: Sequence[str]) -> str | None:
-    """The failing helper whose absence the error is about (``NameError: name 'x' is not defined``)."""
-    match = _UNDEFINED.match(error.signature)
-    return match.group("name") if match and match.group("name") in failing else None
-
-
-def _helper_exception(judge: Judge, function: str, outcome: Any) -> str | tuple[list[str], ErrorInfo] | None:
-    """The first steps of explaining a failure of ``function`` by its failing helpers.
-
-    Returns None when nothing can explain it (not an exception, or no helper fails its own
-    check), the helper's name when the error is that a failing helper does not exist, and
-    otherwise the failing helpers with the parsed error, for the caller to look further.
-    """
-    failing = judge.helpers_failing(function)
-    if outcome.failure != "exception" or not failing:
-        return None
-    error = ErrorInfo.parse(outcome.error)
-    missing = _missing_helper(error, failing)
-    return missing if missing is not None else (failing, error)
-
-
-def _explained_by_helpers(judge: Judge, case: Case, outcome: Any) -> str | None:
-    """The helper whose own failure makes ``grad_cam`` fail on ``case``, if that is the explanation.
-
-    It is when a helper of ``grad_cam`` failed its own check, and either the error is that the
-    helper does not exist (its cell is missing or broken), or running the student's helpers alone
-    on the case (their hooks, then their weights, cam and upsampling on what the hooks recorded)
-    raises the same exception, from the same cell (or from outside their cells, e.g. a forward
-    pass that their hooks break).
-    """
-    cause = _helper_exception(judge, "grad_cam", outcome)
-    if cause is None or isinstance(cause, str):
-        return cause
-    _, error = cause
-    if not judge.defined("register_gradcam_hooks"):
-        return None
-    probe = judge.probe(case)
-    stages: list[tuple[str, Callable[[], Any]]] = [("register_gradcam_hooks", lambda: probe)]
-    value = probe.value if isinstance(probe.value, dict) else {}
-    if probe.ok:
-        arrays = {}
-        for name in ("activations", "gradients"):
-            piece = value.get(name)
-            if not (isinstance(piece, dict) and piece.get("kind") == "tensor" and piece.get("array") is not None):
-                return None
-            arrays[name] = np.asarray(piece["array"], dtype=np.float32)
-        size = tuple(judge.refs.image(case.image).shape[-2:])
-        state: dict[str, Any] = {}
-
-        def output_of(key: str) -> np.ndarray | None:
-            value = state[key].value if state[key].ok else None
-            if not (isinstance(value, dict) and value.get("array") is not None):
-                return None
-            return np.asarray(value["array"], dtype=np.float32)
-
-        def weights():
-            state["w"] = judge.call("channel_weights", arrays["gradients"])
-            return state["w"]
-
-        def cam():
-            w = output_of("w")
-            state["c"] = None if w is None else judge.call("weighted_cam", arrays["activations"], w)
-            return state["c"]
-
-        def upsample():
-            c = output_of("c")
-            return None if c is None else judge.call("upsample_normalize", c, size)
-
-        stages += [("channel_weights", weights), ("weighted_cam", cam), ("upsample_normalize", upsample)]
-    for helper, run in stages:
-        result = run()
-        if result is None:
-            return None
-        if not result.ok:
-            theirs = ErrorInfo.parse(result.error)
-            if theirs.signature == error.signature and theirs.cell in (None, error.cell):
-                return helper
-            return None
-    return None
-
-
 def _check_error_path(judge: Judge) -> None:
-    """``grad_cam`` with a class index out of range must fail without leaving hooks."""
+    """``grad_cam`` with a class index out of range must fail without leaving hooks (with the
+    grader's versions of its broken helpers, if it leaves some with the student's)."""
     case = features_case(judge.refs)
     bad = Case(case.spec, case.image, 1000, case.layer)
     call = call_text("grad_cam", bad)
-    outcome = judge.call("grad_cam", bad.spec, judge.refs.image(bad.image), bad.class_idx, LayerRef(bad.layer))
+    arguments = (bad.spec, judge.refs.image(bad.image), bad.class_idx, LayerRef(bad.layer))
+    outcome = judge.call("grad_cam", *arguments)
     left = outcome.observations.get("hooks_left") or []
-    if left:
-        happened = "returned" if outcome.ok else f"failed ({outcome.error})"
-        raise StudentFailure(f"`{call}` asks for class 1000, which does not exist (the classes are 0 to 999). "
-                             f"Your function {happened}, and left hooks attached to "
-                             f"{', '.join(f'`{n}`' for n in left)}: remove them in a `finally:` block so that "
-                             "they go also when something fails.")
+    if not left:
+        return
+    happened = "returned" if outcome.ok else f"failed ({outcome.error})"
+    message = (f"`{call}` asks for class 1000, which does not exist (the classes are 0 to 999). Your function "
+               f"{happened}, and left hooks attached to {', '.join(f'`{n}`' for n in left)}: remove them in a "
+               "`finally:` block so that they go also when something fails.")
+    substitutes = judge.substitutes("grad_cam")
+    if not substitutes:
+        raise StudentFailure(message)
+    if judge.call("grad_cam", *arguments, substitutes=substitutes).observations.get("hooks_left"):
+        raise StudentFailure(message + not_even_with_grader_helpers("grad_cam", substitutes))
 
 
 def _map_mismatch(judge: Judge, case: Case, call: str, got: np.ndarray, maps: dict[str, np.ndarray],
@@ -771,8 +606,6 @@ def check_top_and_least(judge: Judge) -> str:
             raise StudentFailure(f"`{call}` with scores of shape {fmt_shape(scores.shape)} failed: {outcome.error}")
         got = _int_list(outcome.value)
         if got is None:
-            from gradcam_kit.grading.feedback import describe_value
-
             hint = ""
             if isinstance(outcome.value, (list, tuple)) and outcome.value and isinstance(outcome.value[0], dict):
                 hint = " Convert each index with int(...) (or use .tolist())."
@@ -797,121 +630,97 @@ def check_top_and_least(judge: Judge) -> str:
 # ------------------------------------------------------------------------------------------------
 # 7. show_grad_cam
 # ------------------------------------------------------------------------------------------------
+FIGURE_LAYER = "features"
+"""``show_grad_cam`` is judged on DenseNet-121 at ``features``, on the two cats."""
+
+
 def _names_in_order(titles: Sequence[str], names: Sequence[str]) -> bool:
     """Whether each title names its class (as a whole word or phrase)."""
     return len(titles) == len(names) and all(
         re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", title) for title, name in zip(titles, names))
 
 
+def figure_classes(refs: References) -> list[int]:
+    """The classes of the four panels: the three most likely, best first, then the least likely."""
+    return refs.key.top_and_least(torch.from_numpy(refs.scores(DENSENET, CATS)))
+
+
 def check_show_grad_cam(judge: Judge) -> str:
-    """DenseNet-121, two cats, at ``features``: a Figure with four image panels titled with the names
-    of the three most likely classes (best first) and of the least likely one. Titles in the order
-    of the student's own ``top_and_least`` are accepted too (a wrong order there is charged there)."""
+    """DenseNet-121, two cats, at ``features``: a Figure with four image panels, titled with the
+    names of the three most likely classes (best first) and of the least likely one, each showing
+    the Grad-CAM map of its class (:func:`figure_problem`).
+
+    When the figure is wrong and a helper of ``show_grad_cam`` is broken, it is drawn again with
+    the grader's versions of the broken helpers (:meth:`Judge.substitutes`); it passes if that
+    figure is right.
+    """
     judge.require("show_grad_cam")
     refs = judge.refs
+    arguments = (refs.image(CATS), DENSENET, LayerRef(FIGURE_LAYER), refs.class_names())
+    problem = figure_problem(judge, judge.call("show_grad_cam", *arguments))
+    if problem is None:
+        return ""
+    substitutes = judge.substitutes("show_grad_cam")
+    if not substitutes:
+        raise StudentFailure(problem)
+    if figure_problem(judge, judge.call("show_grad_cam", *arguments, substitutes=substitutes)) is not None:
+        raise StudentFailure(problem + not_even_with_grader_helpers("show_grad_cam", substitutes))
+    return with_grader_helpers(judge, "show_grad_cam", substitutes, ["the two cats at `features`"])
+
+
+def figure_problem(judge: Judge, outcome: Any) -> str | None:
+    """What is wrong with the figure that ``show_grad_cam`` gave, in the student's terms, or ``None``.
+
+    Four panels (axes with an image), titled in order with the names of :func:`figure_classes`;
+    each shows the Grad-CAM map of its class over the image, in any colormap, with any alpha, as
+    separate images or blended into one (``_figures``): one of its visible images has a heat score
+    of at least ``HEAT_MIN`` for that map (any convention), and no other panel class's map scores
+    better. A panel whose class has a constant map (the least likely class often has none left
+    after the ReLU) must not show another class's map.
+    """
+    refs = judge.refs
     names = refs.class_names()
-    image = refs.image(CATS)
-    scores = refs.scores(DENSENET, CATS)
-    expected = refs.key.top_and_least(torch.from_numpy(scores))
-    orders = [expected]
-    if not judge.verdict("top_and_least").passed:
-        theirs = judge.call("top_and_least", scores)
-        own = _int_list(theirs.value) if theirs.ok else None
-        if own is not None and all(0 <= i < len(names) for i in own):
-            orders.append(own)
-    remark = ""
-    layers = ("features", "features.denseblock4")
-    for layer in layers:
-        call = f"show_grad_cam(image, model, model.{layer}, class_names)"
-        outcome = judge.call("show_grad_cam", image, DENSENET, LayerRef(layer), names)
-        if outcome.ok:
-            break
-        helper = _explained_by_show_helpers(judge, outcome, layer)
-        if helper is None or "register_gradcam_hooks" not in judge.helpers_failing("show_grad_cam"):
-            substituted = _show_with_substitutes(judge, image, layer, names)
-            if substituted is not None:
-                outcome, remark = substituted
-                break
-            if helper is None:
-                raise StudentFailure(f"`{call}` failed: {outcome.error}")
-            _not_checked(judge)  # only hooks that fail at `features` may work at another layer
-        remark = (f"`{call}` fails because your `{helper}` fails its own test (not charged again here); the "
-                  "figure was checked at `features.denseblock4` instead.")
-    else:
-        # the student's hooks fail too (never substituted): their other failing helpers may be
-        for layer in layers:
-            call = f"show_grad_cam(image, model, model.{layer}, class_names)"
-            substituted = _show_with_substitutes(judge, image, layer, names)
-            if substituted is not None:
-                outcome, remark = substituted
-                break
-        else:
-            _not_checked(judge)
+    classes = figure_classes(refs)
+    call = f"show_grad_cam(image, model, model.{FIGURE_LAYER}, class_names)"
+    if not outcome.ok:
+        return f"`{call}` failed: {outcome.error}"
     figure = outcome.value
     if not (isinstance(figure, dict) and figure.get("kind") == "figure"):
-        from gradcam_kit.grading.feedback import describe_value
-
-        raise StudentFailure(f"`{call}` should return the matplotlib Figure; it returned {describe_value(figure)}. "
-                             "Return the figure (do not only show it).")
-    panels = [ax for ax in figure.get("axes", []) if int(ax.get("n_images", 0)) > 0]
+        return (f"`{call}` should return the matplotlib Figure; it returned {describe_value(figure)}. "
+                "Return the figure (do not only show it).")
+    panels = [ax for ax in figure.get("axes", []) if isinstance(ax, dict) and int(ax.get("n_images", 0) or 0) > 0]
     if len(panels) != 4:
-        raise StudentFailure(f"The figure of `{call}` has {len(panels)} panels with an image; expected 4: the three "
-                             "most likely classes and the least likely one, one panel each.")
+        return (f"The figure of `{call}` has {len(panels)} panels with an image; expected 4: the three most likely "
+                "classes and the least likely one, one panel each.")
     titles = [str(ax.get("title", "")) for ax in panels]
-    if not any(_names_in_order(titles, [names[i] for i in order]) for order in orders):
-        wanted = ", ".join(repr(names[i]) for i in expected)
-        raise StudentFailure(f"The panel titles of `{call}` are {titles}; they should name, in this order, "
-                             f"{wanted} (the three most likely classes, best first, then the least likely one).")
-    return remark
-
-
-def _show_with_substitutes(judge: Judge, image: np.ndarray, layer: str,
-                           names: Sequence[str]) -> tuple[Any, str] | None:
-    """``show_grad_cam`` called once more with the grader's own versions of its failing helpers
-    (``channel_weights``, ``weighted_cam``, ``upsample_normalize``, ``top_and_least``; never the
-    hooks), for that call only: its outcome and a remark if it ran, else ``None``. The figure is
-    then checked as usual."""
-    failing = _substitutable_failing(judge, "show_grad_cam")
-    if not failing:
-        return None
-    outcome = judge.call("show_grad_cam", image, DENSENET, LayerRef(layer), names,
-                         substitutes=substitutes_for(failing))
-    if not outcome.ok:
-        return None
-    return outcome, (f"With the grader's own {_helpers_words(failing)} in place of yours, your `show_grad_cam` "
-                     f"was checked at `{layer}` (the errors of your {_helpers_words(failing)} are counted in their "
-                     "own tests).")
-
-
-def _not_checked(judge: Judge) -> NoReturn:
-    """Fail: ``show_grad_cam`` never got past a failing helper, so nothing of it was seen working."""
-    culprits = ", ".join(f"`{h}`" for h in judge.helpers_failing("show_grad_cam"))
-    raise StudentFailure(
-        f"Your `show_grad_cam` could not be checked: it stopped inside your {culprits}, which fails its own test. "
-        f"The grader can only give points for what it sees working; once {culprits} runs, `show_grad_cam` is "
-        "checked on its own.")
-
-
-def _explained_by_show_helpers(judge: Judge, outcome: Any, layer: str) -> str | None:
-    """The failing helper that explains a failure of ``show_grad_cam``, if any.
-
-    It is when a function that ``show_grad_cam`` uses (directly or not) failed its own check, and
-    the exception comes from that function's cell, or ``grad_cam`` alone fails with the same
-    exception, from the same place, on this image and layer.
-    """
-    cause = _helper_exception(judge, "show_grad_cam", outcome)
-    if cause is None or isinstance(cause, str):
-        return cause
-    failing, error = cause
-    if error.cell == "show_grad_cam":
-        return None
-    if error.cell in failing:
-        return error.cell
-    top = judge.refs.ranked_classes(DENSENET, CATS)[0]
-    alone = judge.call("grad_cam", DENSENET, judge.refs.image(CATS), top, LayerRef(layer))
-    theirs = ErrorInfo.parse(alone.error)
-    if not alone.ok and theirs.signature == error.signature and theirs.cell == error.cell:
-        return next((h for h in failing if h in HELPERS["grad_cam"]), failing[0])
+    if not _names_in_order(titles, [names[i] for i in classes]):
+        wanted = ", ".join(repr(names[i]) for i in classes)
+        return (f"The panel titles of `{call}` are {titles}; they should name, in this order, {wanted} (the three "
+                "most likely classes, best first, then the least likely one).")
+    maps = refs.class_maps(DENSENET, CATS, FIGURE_LAYER, classes)
+    grids = {c: [_figures.map_grid(m) for m in maps[c].values()] for c in classes}
+    photo = _figures.photo_grid(refs.image(CATS))
+    for position, (axis, class_idx) in enumerate(zip(panels, classes), start=1):
+        layers = _figures.panel_layers(axis)
+        scores = {c: _figures.panel_score(layers, photo, grids[c]) for c in classes
+                  if any(_figures.informative(g) for g in grids[c])}
+        best = max(scores, key=scores.get, default=None)
+        label = f"Panel {position} ({titles[position - 1]!r})"
+        own = f"class {class_idx} ({names[class_idx]})"
+        if class_idx not in scores:
+            if best is not None and scores[best] >= _figures.HEAT_MIN:
+                return (f"{label} shows the Grad-CAM map of class {best} ({names[best]}); the map of {own} is "
+                        "blank here (nothing is left after the ReLU), so the panel should show no heat.")
+            continue
+        if scores[class_idx] >= _figures.HEAT_MIN and scores[class_idx] >= scores[best] - _figures.HEAT_MARGIN:
+            continue
+        if scores[best] >= _figures.HEAT_MIN and best != class_idx:
+            return (f"{label} shows the Grad-CAM map of class {best} ({names[best]}), not that of {own}, which its "
+                    f"title names: compute each panel's map with its own class index.")
+        return (f"{label} does not show the Grad-CAM map of {own}: the grader sees no heatmap of that class in "
+                "what the panel draws (blank, constant, hidden under an opaque image, or nearly transparent). "
+                "Draw the image, then the heatmap over it, e.g. `ax.imshow(heatmap, cmap=\"jet\", alpha=0.5)`, "
+                "or use `tp2_utils.show_cam_on_image`.")
     return None
 
 
@@ -925,7 +734,7 @@ def prepare_references(refs: References) -> None:
     grading the corpus of sample submissions misses none.
     """
     refs.class_names()
-    refs.ranked_classes(DENSENET, CATS)  # the scores, for show_grad_cam
+    refs.class_maps(DENSENET, CATS, FIGURE_LAYER, figure_classes(refs))  # the scores and maps of show_grad_cam
     for _, case in grad_cam_cases(refs):
         refs.map_tolerance(case)  # the capture, with the image
         refs.maps(case)

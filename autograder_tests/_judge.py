@@ -6,35 +6,56 @@ what comes back is plain data, turned here into numpy arrays or a :class:`Studen
 message is the feedback.
 
 Each graded function has a check (``_checks.CHECKS``); :meth:`Judge.verdict` runs it once and
-keeps the result, so that a check may ask for the verdict of another (a bug is charged once: a
-failure of ``grad_cam`` that comes from a failing helper is not charged to ``grad_cam``).
+keeps the result, so that a check may ask for the verdict of another.
+
+A bug is charged once
+---------------------
+:data:`CALLS` says which graded functions each graded function calls (the one place for that
+fact). A helper is *broken* when its own test fails, or when a helper it calls is broken (the
+student's ``grad_cam`` is broken inside ``show_grad_cam`` when their hooks fail). When a function
+is wrong and some of its helpers are broken, :meth:`Judge.substitutes` gives the grader's own
+versions of exactly those, and the check calls the function once more with them in place
+(:meth:`Judge.call` with ``substitutes``); it passes if it is right then. What such a call returns
+or raises never reaches the feedback: the student's code could read the grader's code during that
+call, so the checks use only whether it was right, and say so in a fixed sentence.
 """
 
 from __future__ import annotations
 
-import re
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from gradcam_kit.grading.feedback import StudentFailure, describe_value, fmt_shape
+from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
 from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
 
 from ._reference import Case, References
+from ._substitutes import SOURCES
 
-GRADED = ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize", "grad_cam",
-          "top_and_least", "show_grad_cam")
+GRADED: tuple[str, ...] = GRADED_FUNCTIONS
+"""The seven graded functions, in notebook order."""
 
-HELPERS: Mapping[str, tuple[str, ...]] = {
+CALLS: Mapping[str, tuple[str, ...]] = {
     "grad_cam": ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize"),
-    "show_grad_cam": ("top_and_least", "grad_cam", "register_gradcam_hooks", "channel_weights", "weighted_cam",
-                      "upsample_normalize"),
+    "show_grad_cam": ("top_and_least", "grad_cam"),
 }
-"""The graded functions each graded function is meant to call (transitively)."""
+"""The graded functions that each graded function calls directly (the others call none)."""
+
+
+def helpers_of(name: str) -> tuple[str, ...]:
+    """The graded functions that ``name`` calls, directly or not, callers before their callees."""
+    found: list[str] = []
+    for helper in CALLS.get(name, ()):
+        for item in (helper, *helpers_of(helper)):
+            if item not in found:
+                found.append(item)
+    return tuple(found)
+
 
 RETRIED_FAILURES = frozenset({"killed", "lost", "crash", "grader"})
 """Failures of the worker itself, not of a Python exception in the student's code: a call that
@@ -42,34 +63,8 @@ ends so is made once more (on a fresh worker), so that a worker killed from outs
 machine's out-of-memory killer, an operator) does not cost the student a test. Code that kills
 its worker kills the second one too. Timeouts and memory limits are not retried."""
 
-_LOCATION = re.compile(r" \(cell `(?P<cell>[^`]+)`, line \d+(?::\s`.*?`)?\)")
-_STEP = re.compile(r"^at step '[a-z_]+': ")
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """An error message of the worker, taken apart.
-
-    Attributes
-    ----------
-    text : str
-        As the worker wrote it (for the student).
-    signature : str
-        The exception and its message, without the location in the student's cells.
-    cell : str or None
-        The student's cell where it was raised (the innermost of their frames), if any.
-    """
-
-    text: str
-    signature: str
-    cell: str | None
-
-    @classmethod
-    def parse(cls, text: str | None) -> "ErrorInfo":
-        text = text or ""
-        match = _LOCATION.search(text)
-        signature = _STEP.sub("", _LOCATION.sub("", text)).strip()
-        return cls(text, signature, match.group("cell") if match else None)
+SUBSTITUTED_ERROR = "(the error of a call made with the grader's own helpers is not shown)"
+"""What :meth:`Judge.call` keeps of the error of a call with substitutes."""
 
 
 @dataclass
@@ -81,13 +76,10 @@ class Verdict:
     passed : bool
     message : str
         The feedback: why it failed, or a remark about a pass (the convention that matched...).
-    excused : list of str
-        Situations not charged to this function because one of its helpers failed there.
     """
 
     passed: bool
     message: str = ""
-    excused: list[str] = field(default_factory=list)
 
 
 class InternalError(Exception):
@@ -102,13 +94,6 @@ class GraderFault(Exception):
     records the test as an ``error`` with this reason, and ``gradcam-kit grade`` then marks the
     student ``FAILED (grader error: ...)`` and writes no score.
     """
-
-
-SUBSTITUTED_FAILURE = ("`{name}` still failed when the grader called it with its own versions of {helpers} "
-                       "(which fail their own tests) in place of yours. What your code returned or raised in that "
-                       "call is not shown: it ran with the grader's code.")
-"""The feedback of a check that failed after a call with substitutes: a fixed sentence, so that nothing
-the student's code made of the grader's own helpers reaches the feedback."""
 
 
 class Judge:
@@ -134,8 +119,6 @@ class Judge:
         self.artifacts: dict[str, str] = {}
         self.verdicts: dict[str, Verdict] = {}
         self._running: set[str] = set()
-        self._substituted: dict[str, set[str]] = {}
-        """Check name -> the helpers it called the student's code with substitutes for."""
         self._memo: dict[tuple, Any] = {}
 
     # -- loading --------------------------------------------------------------------------------
@@ -166,18 +149,19 @@ class Judge:
                 note = self.checks[name](self)
                 self.verdicts[name] = Verdict(True, note or "")
             except StudentFailure as failure:
-                message = failure.message
-                if name in self._substituted:
-                    helpers = ", ".join(f"`{helper}`" for helper in sorted(self._substituted[name]))
-                    message = SUBSTITUTED_FAILURE.format(name=name, helpers=helpers)
-                self.verdicts[name] = Verdict(False, message)
+                self.verdicts[name] = Verdict(False, failure.message)
             finally:
                 self._running.discard(name)
         return self.verdicts[name]
 
-    def helpers_failing(self, name: str) -> list[str]:
-        """The helpers of ``name`` (transitively) whose own check failed."""
-        return [helper for helper in HELPERS.get(name, ()) if not self.verdict(helper).passed]
+    def broken(self, name: str) -> bool:
+        """Whether the student's ``name`` fails its own test, or calls a helper that is broken."""
+        return not self.verdict(name).passed or any(self.broken(helper) for helper in CALLS.get(name, ()))
+
+    def substitutes(self, name: str) -> dict[str, str]:
+        """The grader's own versions of the broken helpers of ``name`` (see the module docstring):
+        ``{helper: source}``, empty when none of its helpers is broken."""
+        return {helper: SOURCES[helper] for helper in helpers_of(name) if self.broken(helper)}
 
     def defined(self, name: str) -> bool:
         """Whether the student's ``name`` can be called."""
@@ -190,25 +174,23 @@ class Judge:
         """Call the student's ``name`` in the worker (arrays cross as float32 tensors).
 
         A function that cannot be called gives a failed :class:`Outcome` (``failure="unavailable"``)
-        with the reason, as the worker would. ``substitutes`` (helper name -> the grader's source)
-        binds the grader's own versions of those helpers for this call only
-        (:meth:`WorkerSession.call`); a check that made such a call and fails gets
-        :data:`SUBSTITUTED_FAILURE` as its feedback, whatever it raised. Raises
-        :class:`GraderFault` when the grader itself failed, even on the retry.
+        with the reason, as the worker would. With ``substitutes`` (``{helper: source}``, see
+        :meth:`substitutes`) the grader's versions of those helpers are in place for this call
+        only, and the error of a failed call is replaced by :data:`SUBSTITUTED_ERROR`: it may hold
+        what the student's code read of the grader's.
         """
-        if substitutes:
-            for running in self._running:
-                self._substituted.setdefault(running, set()).update(substitutes)
-        return self._retried(lambda: self.session.call(name, *args, substitutes=substitutes, **kwargs))
+        if not substitutes:
+            return self._retried(lambda: self.session.call(name, *args, **kwargs))
+        outcome = self._retried(lambda: self.session.call(name, *args, substitutes=dict(substitutes), **kwargs),
+                                quiet=True)
+        return outcome if outcome.ok else replace(outcome, error=SUBSTITUTED_ERROR)
 
     @staticmethod
-    def _retried(run: Callable[[], Outcome]) -> Outcome:
-        """``run()``, once more when the worker itself failed; a :class:`GraderFault` when the grader
-        failed both times."""
+    def _retried(run: Callable[[], Outcome], quiet: bool = False) -> Outcome:
         outcome = run()
         if not outcome.ok and outcome.failure in RETRIED_FAILURES:
-            print(f"[judge] the worker failed ({outcome.failure}: {shown_line(outcome.error, 600)}); "
-                  "trying the call once more")
+            detail = "" if quiet else f": {shown_line(outcome.error, 600)}"
+            print(f"[judge] the worker failed ({outcome.failure}{detail}); trying the call once more")
             outcome = run()
         if not outcome.ok and outcome.failure == "grader":
             raise GraderFault(outcome.error or "the worker failed")

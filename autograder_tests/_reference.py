@@ -91,7 +91,18 @@ class Case:
     def describe(self) -> str:
         """In the student's words, e.g. ``densenet121, class 162 at `features`, image 26...jpg``."""
         model = self.spec.arch + (" with a special classifier head" if self.spec.head else "")
-        return f"{model}, class {self.class_idx}, layer `{self.layer}`, image {self.image}"
+        name, _, size = self.image.partition(RESIZED)
+        image = f"image {name}" + (f" resized to {size} pixels" if size else "")
+        return f"{model}, class {self.class_idx}, layer `{self.layer}`, {image}"
+
+
+RESIZED = "@"
+"""``NAME@HxW`` names the course image NAME, preprocessed, then resized to H x W (:func:`resized`)."""
+
+
+def resized(image: str, height: int, width: int) -> str:
+    """The name under which :meth:`References.image` gives ``image`` resized to ``height x width``."""
+    return f"{image}{RESIZED}{height}x{width}"
 
 
 @dataclass(frozen=True)
@@ -281,9 +292,16 @@ class References:
 
     # -- inputs ----------------------------------------------------------------------------
     def image(self, name: str) -> np.ndarray:
-        """The course image ``name``, preprocessed: float32 (1, 3, 224, 224)."""
+        """The course image ``name``, preprocessed: float32 (1, 3, 224, 224); for a name made by
+        :func:`resized`, that image resized (bilinear, antialiased) to (1, 3, H, W)."""
         def compute() -> dict[str, np.ndarray]:
-            batch = self.tp2_utils.load_batch([self.course.images_dir / name])
+            base, _, size = name.partition(RESIZED)
+            if size:
+                height, width = (int(side) for side in size.split("x"))
+                batch = torch.nn.functional.interpolate(torch.from_numpy(self.image(base)), size=(height, width),
+                                                        mode="bilinear", align_corners=False, antialias=True)
+            else:
+                batch = self.tp2_utils.load_batch([self.course.images_dir / name])
             return {"image": batch.numpy().astype(np.float32)}
 
         return self._arrays(("image", name), compute)["image"]

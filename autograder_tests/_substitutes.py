@@ -1,20 +1,33 @@
-"""The grader's own versions of the graded helpers, as source text for ``WorkerSession.call(...,
+"""The grader's own versions of the graded helpers, as source text for ``Judge.call(...,
 substitutes=...)``.
 
-A bug is charged once: when ``grad_cam`` (or ``show_grad_cam``) cannot be verified because one of
-its helpers fails its own test, the judge calls it once more with the failing helpers replaced by
-these, which follow the specification exactly. The text is sent to the worker over the protocol
-channel for that one call (never written where the student's code could read it), compiled there
-in a private namespace where ``torch`` and ``F`` (``torch.nn.functional``) are available, and the
-worker is restarted afterwards.
+A bug is charged once: when a function is wrong and helpers it calls are broken, the judge calls
+it once more with exactly those helpers replaced by these, which follow the specification (see
+``_judge``'s module docstring). The text is sent to the worker over the protocol channel for that
+one call (never written where the student's code could read it), compiled there in a private
+namespace where ``torch`` and ``F`` (``torch.nn.functional``) are available, and the worker is
+restarted afterwards. What the call returns or raises never reaches the feedback.
 
-``register_gradcam_hooks`` is never substituted: it is the heart of the assignment, and a
-``grad_cam`` that runs with the grader's hooks proves little about the student's own work.
+Each one is self-contained: the grader's ``grad_cam`` calls none of the student's helpers. The
+kit's tests check that each agrees with the answer key (``tests/test_autograder_substitutes.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+
+REGISTER_GRADCAM_HOOKS = '''
+def register_gradcam_hooks(layer):
+    """The layer's output as it returned it (a clone) and the gradient with respect to it."""
+    store = {}
+
+    def on_forward(module, inputs, output):
+        store["activations"] = output.detach().clone()
+        if output.requires_grad:
+            output.register_hook(lambda grad: store.__setitem__("gradients", grad.detach().clone()))
+
+    return store, [layer.register_forward_hook(on_forward)]
+'''
 
 CHANNEL_WEIGHTS = '''
 def channel_weights(gradients):
@@ -50,15 +63,41 @@ def top_and_least(scores, k=3):
     return [int(i) for i in order[:k]] + [int(torch.argsort(flat, stable=True)[0])]
 '''
 
+GRAD_CAM = '''
+def grad_cam(model, image, class_idx, layer):
+    """(1, 3, H, W) -> (H, W) in [0, 1]: Grad-CAM of the raw score of class_idx at layer (the
+    layer's output as it returned it), detached, on the CPU; no hook left, model in eval mode."""
+    model.eval()
+    image = image.to(next(model.parameters(), image).device)
+    store = {}
+
+    def on_forward(module, inputs, output):
+        store["activations"] = output.detach().clone()
+        output.register_hook(lambda grad: store.__setitem__("gradients", grad.detach().clone()))
+
+    handle = layer.register_forward_hook(on_forward)
+    try:
+        with torch.enable_grad():
+            model(image)[0, int(class_idx)].backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    weights = store["gradients"].mean(dim=(2, 3))
+    cam = F.relu((weights[:, :, None, None] * store["activations"]).sum(dim=1))
+    maps = F.interpolate(cam[:, None], size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    span = maps.amax(dim=(1, 2), keepdim=True) - low
+    scaled = (maps - low) / torch.where(span > 0, span, torch.ones_like(span))
+    constant = (cam.amax(dim=(1, 2)) == cam.amin(dim=(1, 2)))[:, None, None]
+    return torch.where(constant, torch.zeros_like(scaled), scaled)[0].detach().cpu()
+'''
+
 SOURCES: Mapping[str, str] = {
+    "register_gradcam_hooks": REGISTER_GRADCAM_HOOKS,
     "channel_weights": CHANNEL_WEIGHTS,
     "weighted_cam": WEIGHTED_CAM,
     "upsample_normalize": UPSAMPLE_NORMALIZE,
+    "grad_cam": GRAD_CAM,
     "top_and_least": TOP_AND_LEAST,
 }
-"""The helpers the judge may substitute (never ``register_gradcam_hooks``)."""
-
-
-def substitutes_for(names: Iterable[str]) -> dict[str, str]:
-    """The sources of the substitutable helpers among ``names`` (the others are left out)."""
-    return {name: SOURCES[name] for name in names if name in SOURCES}
+"""The grader's version of every graded function that another one calls."""

@@ -5,6 +5,7 @@
 * each buggy submission of ``gradcam_kit.grading.samples.MUTATIONS`` loses exactly the points of
   the tests it names (a bug is charged once);
 * the correct submissions of ``VARIANTS``, in other styles and conventions, earn full marks;
+* the wrong or dishonest submissions of ``REWRITES`` lose exactly the points of the tests they name;
 * no feedback shows a traceback, the hidden code, or the generic internal error.
 
 The judge is run once, in a subprocess (``python -m autograder_tests``), for the whole corpus:
@@ -16,13 +17,8 @@ printed (``-s``) and kept in ``timings.txt`` in the run's folder.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -30,11 +26,14 @@ import pytest
 
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.grading import samples as samples_module
-from gradcam_kit.grading.samples import ALL_TESTS, MUTATIONS, VARIANTS
+from gradcam_kit.grading.judge_runs import run_judges
+from gradcam_kit.grading.samples import ALL_TESTS, MUTATIONS, REWRITES, VARIANTS
 
-SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS)]
+SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS),
+                *(r.name for r in REWRITES)]
 JUDGE_TIMEOUT_S = 60 * 60
-LEAKS = ("Traceback", "autograder_tests", "_checks", "assert ", "StudentFailure", "internal grading error")
+LEAKS = ("Traceback", "autograder_tests", "_checks", "assert ", "StudentFailure", "internal grading error",
+         "LEAKED<", "_grader_substitutes")
 
 
 def _release(course: Course, scratch: Path) -> nbformat.NotebookNode:
@@ -65,49 +64,20 @@ def graded(course, corpus, tmp_path_factory) -> dict[str, dict]:
     """Every sample graded by the judge: ``name -> results JSON``."""
     work = tmp_path_factory.mktemp("graded")
     paths = samples_module.write_samples(corpus, work / "submissions")
-    cache = work / "reference-cache"  # filled by --prepare alone, as `gradcam-kit grade` does
-    out = work / "results"
-    env = dict(os.environ)
-    env.setdefault("GRADCAM_WEIGHTS", "random")
-    prepared = subprocess.run([sys.executable, "-m", "autograder_tests", "--prepare", "--reference-cache", str(cache),
-                               "--course", str(course.root)], cwd=course.root, env=env, capture_output=True,
-                              text=True, timeout=JUDGE_TIMEOUT_S)
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    shards = max(1, min(4, (os.cpu_count() or 1) // 2))
-    started = time.perf_counter()
-    processes = []
-    for shard in range(shards):
-        names = SAMPLE_NAMES[shard::shards]
-        command = [sys.executable, "-m", "autograder_tests", "--out", str(out), "--reference-cache", str(cache),
-                   "--course", str(course.root), *(str(paths[name]) for name in names)]
-        log_file = open(work / f"judge-{shard}.log", "w+")
-        processes.append((subprocess.Popen(command, cwd=course.root, env=env, stdout=log_file,
-                                           stderr=subprocess.STDOUT, text=True), log_file))
-    log, failed = "", False
-    for process, log_file in processes:
-        try:
-            failed |= process.wait(timeout=JUDGE_TIMEOUT_S) != 0
-        except subprocess.TimeoutExpired:
-            process.kill()
-            failed = True
-        log_file.seek(0)
-        log += log_file.read()
-        log_file.close()
-    total = time.perf_counter() - started
-    (work / "judge.log").write_text(log)
-    timings = re.findall(r"^\[autograder\] (\S+)\.ipynb: exit status (\d+), ([\d.]+) s$", log, re.MULTILINE)
-    summary = "\n".join(f"{name:<28} {float(seconds):6.1f} s (exit {status})" for name, status, seconds in timings)
-    summary += (f"\n{'total':<28} {total:6.1f} s for {len(SAMPLE_NAMES)} notebooks in {shards} process(es) "
-                f"(log: {work / 'judge.log'})")
+    processes = max(1, min(4, (os.cpu_count() or 1) // 2))
+    # the reference cache is filled by --prepare alone, as `gradcam-kit grade` does
+    run = run_judges(course, [paths[name] for name in SAMPLE_NAMES], work / "results", work / "reference-cache",
+                     processes=processes, timeout=JUDGE_TIMEOUT_S)
+    (work / "judge.log").write_text(run.log)
+    summary = "\n".join(f"{name:<28} {run.seconds.get(name, float('nan')):6.1f} s" for name in SAMPLE_NAMES)
+    summary += (f"\n{'total':<28} {run.elapsed:6.1f} s for {len(SAMPLE_NAMES)} notebooks in {processes} "
+                f"process(es) (log: {work / 'judge.log'})")
     (work / "timings.txt").write_text(summary + "\n")
     print("\nseconds per graded notebook:\n" + summary)
-    assert not failed, f"the judge failed:\n{log[-5000:]}"
-    results = {}
-    for name in SAMPLE_NAMES:
-        path = out / f"{name}.json"
-        assert path.is_file(), f"no results for {name}:\n{log[-5000:]}"
-        results[name] = json.loads(path.read_text())
-    return results
+    assert run.ok, f"the judge failed:\n{run.log[-5000:]}"
+    missing = [name for name in SAMPLE_NAMES if name not in run.results]
+    assert not missing, f"no results for {missing}:\n{run.log[-5000:]}"
+    return run.results
 
 
 def test_the_corpus_is_large_and_targets_every_test():
@@ -115,14 +85,11 @@ def test_the_corpus_is_large_and_targets_every_test():
     assert len(VARIANTS) >= 3
     targeted = set().union(*(m.fails for m in MUTATIONS))
     assert targeted == set(ALL_TESTS)
-    # Each bug is charged once: a caller whose helper fails (even one that does not run at all, e.g. a
-    # syntax error) is checked with the grader's own helper substituted. The hooks are never substituted
-    # (they are the heart of the assignment), so hooks that break `show_grad_cam` at every layer it is
-    # tried at leave it unverified, and unverified code earns nothing: only such hook bugs fail twice.
-    assert all(len(m.fails) == 1 or (m.function == "register_gradcam_hooks"
-                                     and m.fails == {"test_register_gradcam_hooks", "test_show_grad_cam"})
-               for m in MUTATIONS)
-    assert len({m.name for m in MUTATIONS} | {v.name for v in VARIANTS}) == len(MUTATIONS) + len(VARIANTS)
+    # Each bug is charged once: a function whose helper is broken is checked with the grader's own
+    # version of that helper in its place (hooks included), so a bug in one cell fails only its own test.
+    assert all(m.fails == {f"test_{m.function}"} for m in MUTATIONS)
+    names = [m.name for m in MUTATIONS] + [v.name for v in VARIANTS] + [r.name for r in REWRITES]
+    assert len(set(names)) == len(names)
 
 
 def test_every_mutation_changes_its_cell(corpus):

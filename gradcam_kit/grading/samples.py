@@ -6,7 +6,9 @@
 * :data:`MUTATIONS`: buggy submissions, each a few small text replacements in the solution code
   of one cell, with the tests it must fail (and only those: a bug is charged once);
 * :data:`VARIANTS`: correct submissions written in other styles (another hook recipe, another
-  Grad-CAM convention at ``features``), which must earn full marks.
+  Grad-CAM convention at ``features``, other ways of drawing the figure), which must earn full marks;
+* :data:`REWRITES`: wrong or dishonest submissions written in full (whole cells replaced), with the
+  tests they must fail.
 
 The demo and the kit's validity tests (``tests/test_autograder_*.py``) grade these. A mutation
 whose text no longer occurs in the source notebook raises :class:`SampleError`, so that an edit of
@@ -26,12 +28,15 @@ from nbformat import NotebookNode
 
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
+from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
 
 __all__ = [
     "ALL_TESTS",
     "MUTATIONS",
+    "REWRITES",
     "VARIANTS",
     "Mutation",
+    "Rewrite",
     "Sample",
     "SampleError",
     "Variant",
@@ -44,18 +49,8 @@ __all__ = [
     "write_samples",
 ]
 
-ALL_TESTS: frozenset[str] = frozenset(
-    f"test_{name}"
-    for name in (
-        "register_gradcam_hooks",
-        "channel_weights",
-        "weighted_cam",
-        "upsample_normalize",
-        "grad_cam",
-        "top_and_least",
-        "show_grad_cam",
-    )
-)
+ALL_TESTS: frozenset[str] = frozenset(f"test_{name}" for name in GRADED_FUNCTIONS)
+"""The hidden tests, one per graded function."""
 
 _MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)
 
@@ -112,32 +107,41 @@ def _fails(*names: str) -> frozenset[str]:
     return frozenset(f"test_{name}" for name in names)
 
 
+_FULL_BACKWARD_HOOK = (
+    ("    def keep_gradient(grad):\n        store[\"gradients\"] = grad.detach().clone()\n",
+     "    def keep_gradient(module, grad_input, grad_output):\n"
+     "        store[\"gradients\"] = grad_output[0].detach().clone()\n"),
+    ("        if output.requires_grad:\n", ""),
+    ("            # Registered before the in-place ReLU, this hook receives the gradient with\n"
+     "            # respect to the value that the layer produced.\n"
+     "            output.register_hook(keep_gradient)\n", ""),
+    ("    handles = [layer.register_forward_hook(on_forward)]\n",
+     "    handles = [layer.register_forward_hook(on_forward),\n"
+     "               layer.register_full_backward_hook(keep_gradient)]\n"),
+)
+"""A module backward hook instead of a tensor hook (shared by two mutations)."""
+
 MUTATIONS: tuple[Mutation, ...] = (
     # --- register_gradcam_hooks -----------------------------------------------------------------
     Mutation(
-        "full_backward_hook", "register_gradcam_hooks",
-        (
-            ("    def keep_gradient(grad):\n        store[\"gradients\"] = grad.detach().clone()\n",
-             "    def keep_gradient(module, grad_input, grad_output):\n"
-             "        store[\"gradients\"] = grad_output[0].detach().clone()\n"),
-            ("        if output.requires_grad:\n", ""),
-            ("            # Registered before the in-place ReLU, this hook receives the gradient with\n"
-             "            # respect to the value that the layer produced.\n"
-             "            output.register_hook(keep_gradient)\n", ""),
-            ("    handles = [layer.register_forward_hook(on_forward)]\n",
-             "    handles = [layer.register_forward_hook(on_forward),\n"
-             "               layer.register_full_backward_hook(keep_gradient)]\n"),
-        ),
+        "full_backward_hook", "register_gradcam_hooks", _FULL_BACKWARD_HOOK,
         _fails("register_gradcam_hooks"),
         "the gradient comes from a module backward hook, which fails on `features` (in-place ReLU)",
     ),
     Mutation(
+        "full_backward_hook_grad_input", "register_gradcam_hooks",
+        tuple((old, new.replace("grad_output[0]", "grad_input[0]")) for old, new in _FULL_BACKWARD_HOOK),
+        _fails("register_gradcam_hooks"),
+        "a module backward hook that keeps the gradient of the layer's input: it fails at `features` "
+        "(in-place ReLU), and at other layers `grad_cam` then fails on a shape; `grad_cam` and `show_grad_cam`, "
+        "right in themselves, are checked with the grader's own hooks (a bug is charged once)",
+    ),
+    Mutation(
         "hooks_store_input", "register_gradcam_hooks",
         (('store["activations"] = output.detach().clone()', 'store["activations"] = inputs[0].detach().clone()'),),
-        _fails("register_gradcam_hooks", "show_grad_cam"),
-        "the forward hook keeps the layer's input instead of its output; `show_grad_cam` then fails at both "
-        "layers it is tried at, and hooks are never replaced by the grader's, so it cannot be verified "
-        "(unverified code earns nothing)",
+        _fails("register_gradcam_hooks"),
+        "the forward hook keeps the layer's input instead of its output; `grad_cam` and `show_grad_cam` then "
+        "fail, and are checked with the grader's own hooks (a bug is charged once)",
     ),
     # --- channel_weights -----------------------------------------------------------------------
     Mutation(
@@ -268,6 +272,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         _fails("top_and_least"),
         "the 'least likely' class is the most likely one",
     ),
+    Mutation(
+        "least_class_missing", "top_and_least",
+        (("    return [int(idx) for idx in best] + [least]\n", "    return [int(idx) for idx in best]\n"),),
+        _fails("top_and_least"),
+        "forgets the least likely class; `show_grad_cam`, right in itself, then draws three panels, and is "
+        "checked with the grader's own `top_and_least` (a bug is charged once)",
+    ),
     # --- show_grad_cam -------------------------------------------------------------------------
     Mutation(
         "panels_reversed", "show_grad_cam",
@@ -280,6 +291,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         (("    classes = top_and_least(scores)\n", "    classes = top_and_least(scores)[:3]\n"),),
         _fails("show_grad_cam"),
         "forgets the least likely class",
+    ),
+    Mutation(
+        "same_heatmap_everywhere", "show_grad_cam",
+        (("        heatmap = grad_cam(model, image, idx, layer)\n",
+          "        heatmap = grad_cam(model, image, classes[0], layer)\n"),),
+        _fails("show_grad_cam"),
+        "every panel shows the heatmap of the most likely class (the titles are right)",
     ),
 )
 """The buggy submissions; each must lose exactly the points of ``fails``."""
@@ -385,6 +403,33 @@ def show_grad_cam(image, model, layer, class_names):
     return fig
 '''
 
+_SHOW_BLENDED = '''\
+def show_grad_cam(image, model, layer, class_names):
+    with torch.no_grad():
+        scores = model(image)[0]
+    picture = tp2_utils.denormalize(image[0]).permute(1, 2, 0).numpy()
+    fig, grid = plt.subplots(2, 2, figsize=(8, 8))
+    for ax, idx in zip(grid.flat, top_and_least(scores)):
+        heat = plt.get_cmap("inferno")(grad_cam(model, image, idx, layer).numpy())[..., :3]
+        ax.imshow(0.6 * picture + 0.4 * heat)
+        ax.set_title(f"{class_names[idx]}: {scores[idx]:.1f}")
+        ax.axis("off")
+    return fig
+'''
+
+_SHOW_ALPHA = '''\
+def show_grad_cam(image, model, layer, class_names):
+    with torch.no_grad():
+        scores = model(image)[0]
+    fig = plt.figure(figsize=(16, 4))
+    for position, idx in enumerate(top_and_least(scores)):
+        ax = fig.add_subplot(1, 4, position + 1)
+        ax.imshow(tp2_utils.denormalize(image[0]).permute(1, 2, 0))
+        ax.imshow(grad_cam(model, image, idx, layer), cmap="viridis", alpha=0.35)
+        ax.set_title(class_names[idx])
+    return fig
+'''
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "style_tensor_hook",
@@ -402,8 +447,145 @@ VARIANTS: tuple[Variant, ...] = (
         {"register_gradcam_hooks": _HOOKS_LIVE, "grad_cam": _GRAD_CAM_AUTOGRAD},
         "torch.autograd.grad on the live output (the 'post_relu' convention at `features`)",
     ),
+    Variant(
+        "style_show_blended",
+        {"show_grad_cam": _SHOW_BLENDED},
+        "each panel one RGB array, the photo blended with a colormapped heatmap, in a 2x2 grid",
+    ),
+    Variant(
+        "style_show_alpha",
+        {"show_grad_cam": _SHOW_ALPHA},
+        "the photo, then the heatmap in another colormap with a low alpha, add_subplot",
+    ),
 )
 """Correct submissions in other styles; each must earn full marks."""
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A wrong or dishonest submission written in full: whole cells replaced.
+
+    Attributes
+    ----------
+    name : str
+    cells : mapping of grade_id to source
+    fails : frozenset of str
+        The tests it must fail (it must pass the others).
+    description : str
+    """
+
+    name: str
+    cells: Mapping[str, str]
+    fails: frozenset[str]
+    description: str
+
+
+_HOOKS_CONSTANT = '''\
+def register_gradcam_hooks(layer):
+    generator = torch.Generator().manual_seed(0)
+    store = {"activations": torch.rand(1, 1024, 7, 7, generator=generator),
+             "gradients": torch.randn(1, 1024, 7, 7, generator=generator)}
+    return store, []
+'''
+
+_GRAD_CAM_WITHOUT_MODEL = '''\
+def grad_cam(model, image, class_idx, layer):
+    store, handles = register_gradcam_hooks(layer)
+    cam = weighted_cam(store["activations"], channel_weights(store["gradients"]))
+    return upsample_normalize(cam, size=tuple(image.shape[-2:]))[0]
+'''
+
+_SHOW_BLANK = '''\
+def show_grad_cam(image, model, layer, class_names):
+    with torch.no_grad():
+        scores = model(image)[0]
+    fig, axes = plt.subplots(1, 4)
+    for ax, idx in zip(axes, top_and_least(scores)):
+        ax.imshow(np.zeros((224, 224)))
+        ax.set_title(class_names[idx])
+    return fig
+'''
+
+_SHOW_HEATMAP_UNDER_PHOTO = '''\
+def show_grad_cam(image, model, layer, class_names):
+    with torch.no_grad():
+        scores = model(image)[0]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for ax, idx in zip(axes, top_and_least(scores)):
+        ax.imshow(grad_cam(model, image, idx, layer), cmap="jet")
+        ax.imshow(tp2_utils.denormalize(image[0]).permute(1, 2, 0))
+        ax.set_title(class_names[idx])
+    return fig
+'''
+
+_GRAD_CAM_LEAKING = '''\
+def grad_cam(model, image, class_idx, layer):
+    import os, tempfile
+    helper = register_gradcam_hooks
+    if helper.__globals__.get("__name__") == "_grader_substitutes":
+        code = helper.__code__
+        leaked = "LEAKED<" + " ".join(code.co_names + code.co_varnames) + ">"
+        for folder in (os.getcwd(), tempfile.gettempdir()):
+            try:
+                with open(os.path.join(folder, "leaked.txt"), "w") as stash:
+                    stash.write(leaked)
+            except OSError:
+                pass
+        raise RuntimeError(leaked)
+    raise RuntimeError("my own mistake")
+'''
+
+_SHOW_LEAKING = '''\
+def show_grad_cam(image, model, layer, class_names):
+    import os, tempfile
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            with open(os.path.join(folder, "leaked.txt")) as stash:
+                raise RuntimeError("from an earlier call: " + stash.read())
+        except OSError:
+            pass
+    fig, axes = plt.subplots(1, 4)
+    if grad_cam.__globals__.get("__name__") == "_grader_substitutes":
+        text = "LEAKED<" + " ".join(grad_cam.__code__.co_names) + ">"
+    else:
+        text = "nothing to see"
+    for ax in axes:
+        ax.imshow(np.zeros((4, 4)))
+        ax.set_title(text)
+    return fig
+'''
+
+REWRITES: tuple[Rewrite, ...] = (
+    Rewrite(
+        "hooks_constant_grad_cam_without_model",
+        {"register_gradcam_hooks": _HOOKS_CONSTANT, "grad_cam": _GRAD_CAM_WITHOUT_MODEL},
+        _fails("register_gradcam_hooks", "grad_cam"),
+        "hooks that return constant tensors and no handle, and a `grad_cam` that builds its map from them "
+        "without running the model: no Grad-CAM in it, so `grad_cam` earns nothing (with the grader's hooks it "
+        "fails too); `show_grad_cam` is checked with the grader's `grad_cam`",
+    ),
+    Rewrite(
+        "show_blank_panels",
+        {"show_grad_cam": _SHOW_BLANK},
+        _fails("show_grad_cam"),
+        "four blank panels (`imshow` of zeros) titled with the right class names",
+    ),
+    Rewrite(
+        "show_heatmap_under_photo",
+        {"show_grad_cam": _SHOW_HEATMAP_UNDER_PHOTO},
+        _fails("show_grad_cam"),
+        "draws the heatmap, then the opaque photo over it: no heatmap can be seen",
+    ),
+    Rewrite(
+        "reads_the_graders_code",
+        {"register_gradcam_hooks": _HOOKS_CONSTANT, "grad_cam": _GRAD_CAM_LEAKING, "show_grad_cam": _SHOW_LEAKING},
+        _fails("register_gradcam_hooks", "grad_cam", "show_grad_cam"),
+        "broken hooks, so that `grad_cam` and `show_grad_cam` are called with the grader's code in place; they "
+        "read it (its names) and put it in an error, a title and files for later calls: none of it may reach "
+        "the feedback (the validity tests look for `LEAKED<`)",
+    ),
+)
+"""Wrong or dishonest submissions written in full; each must lose exactly the points of ``fails``."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -526,12 +708,12 @@ def build_samples(
     release : NotebookNode, optional
         The release notebook; default: the course's generated one (:func:`release_notebook`).
     names : iterable of str, optional
-        Only these samples (``"solution"``, ``"release"``, a mutation's or a variant's name).
+        Only these samples (``"solution"``, ``"release"``, a mutation's, a variant's or a rewrite's name).
 
     Returns
     -------
     dict
-        ``name -> Sample``: ``solution``, ``release``, the mutations, the variants.
+        ``name -> Sample``: ``solution``, ``release``, the mutations, the variants, the rewrites.
     """
     release = release if release is not None else release_notebook(course)
     source = nbformat.read(course.source_notebook, as_version=4)
@@ -549,6 +731,8 @@ def build_samples(
         add(mutation.name, lambda m=mutation: mutate(solution, m), mutation.fails, mutation.description)
     for variant in VARIANTS:
         add(variant.name, lambda v=variant: with_cells(solution, v.cells), frozenset(), variant.description)
+    for rewrite in REWRITES:
+        add(rewrite.name, lambda r=rewrite: with_cells(solution, r.cells), rewrite.fails, rewrite.description)
     if wanted is not None and wanted - samples.keys():
         raise SampleError(f"unknown samples: {sorted(wanted - samples.keys())}")
     return samples
