@@ -44,6 +44,14 @@ class GradebookError(Exception):
     """Writing one student's grades failed; nothing of it was kept."""
 
 
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of an SQLite database URL (``sqlite:///path``), or ``None`` for another database."""
+    prefix = "sqlite:///"
+    if not db_url.startswith(prefix) or db_url[len(prefix):] in ("", ":memory:"):
+        return None
+    return Path(db_url[len(prefix):])
+
+
 # ---------------------------------------------------------------------------------------------
 # nbgrader's configuration of the course
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +264,11 @@ class GradebookWriter:
         from nbgrader.api import Gradebook
 
         self.settings = settings
+        database = sqlite_path(settings.db_url)
+        if database is not None and not database.is_file():
+            # opening it would create an empty gradebook, which `nbgrader` then takes for a course
+            raise KitError(f"there is no gradebook at {database} yet: run `gradcam-kit release` first "
+                           "(it records the assignment, its cells and their points in the gradebook)")
         try:
             self.gradebook = Gradebook(settings.db_url, settings.course_id)
         except Exception as error:
