@@ -130,9 +130,11 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
              release: NotebookNode | None = None) -> SanitizedNotebook:
     """Apply nbgrader's sanitize preprocessors to a submitted notebook.
 
-    These are the steps ``nbgrader autograde`` runs before executing a submission: clear the
-    outputs, drop duplicated cell ids, restore the kernelspec, restore the locked cells (setup,
-    tests) and the metadata of the graded cells from the gradebook, check the metadata.
+    These are the steps ``nbgrader autograde`` runs before executing a submission (as the course's
+    ``nbgrader_config.py`` sets them): clear the outputs, drop duplicated cell ids, restore the
+    kernelspec, restore the locked cells (setup, tests: ``OverwriteLockedCells``, which knows that
+    released test cells lack their hidden tests) and the metadata of the graded cells from the
+    gradebook, check the metadata.
 
     Parameters
     ----------
@@ -150,13 +152,9 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     ValueError, OSError, nbformat.ValidationError
         When the file is not a readable notebook.
     """
-    from nbgrader.preprocessors import (
-        CheckCellMetadata,
-        ClearOutput,
-        DeduplicateIds,
-        OverwriteCells,
-        OverwriteKernelspec,
-    )
+    from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteKernelspec
+
+    from gradcam_kit.autograde_plugins import OverwriteLockedCells
 
     notebook = nbformat.read(str(submission), as_version=nbformat.NO_CONVERT)
     if notebook.get("nbformat", 0) < 4:
@@ -175,7 +173,7 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     logger.propagate = False
     logger.addHandler(collector)
     try:
-        for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
+        for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteLockedCells, CheckCellMetadata):
             preprocessor = step(config=settings.config, log=logger)
             notebook, resources = preprocessor(notebook, resources)
     finally:
