@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--course", type=Path, help="the course folder (default: the one holding the judge)")
     parser.add_argument("--reference-cache", type=Path, help="keep reference arrays in this folder")
     parser.add_argument("--verbose", action="store_true", help="show pytest's report of each notebook")
+    parser.add_argument("--exploration", action="store_true",
+                        help="also run the exploration cells of each notebook, for formgrader")
     options = parser.parse_args(argv)
     if options.prepare:
         return prepare(options.course, options.reference_cache)
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             arguments += ["--course", str(options.course)]
         if options.reference_cache:
             arguments += ["--reference-cache", str(options.reference_cache)]
+        if options.exploration:
+            arguments.append("--exploration")
         started = time.perf_counter()
         status = pytest.main(arguments)
         seconds = time.perf_counter() - started

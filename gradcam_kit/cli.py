@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--force", action="store_true",
                        help="regrade students even when nothing changed since they were graded")
     grade.add_argument("--csv", metavar="FILE", help="where to write the CSV (default: grades/TP2_GradCAM.csv)")
+    grade.add_argument("--no-exploration", dest="exploration", action="store_false",
+                       help="do not run the exploration cells (Parts 2-4, bonus) whose figures formgrader "
+                            "shows next to the written answers; faster, grades the same")
 
     demo = commands.add_parser(
         "demo", help="release, then grade sample submissions in a scratch course",
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradcam_kit.grading.batch import grade_course
 
             return grade_course(course, students=args.student, workers=args.workers,
-                                force=args.force, csv_path=args.csv)
+                                force=args.force, csv_path=args.csv, exploration=args.exploration)
         if args.command == "demo":
             from gradcam_kit.demo import run_demo
 

@@ -184,7 +184,7 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
             say(f"  {student:<28} {sample.description}")
 
         say(f"\n[3/4] Grading {len(samples)} submissions (gradcam-kit grade --course {folder})")
-        status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False)
+        status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False, exploration=False)
 
     feedback = demo.grades_dir / "feedback"
     example = next((f"{s}.html" for s in samples if s.startswith("bug_")), "solution.html")

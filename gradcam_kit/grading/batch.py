@@ -73,11 +73,13 @@ from gradcam_kit.grading.gradebook import (
     NbgraderSettings,
     StudentGrades,
     annotate_tests,
+    copy_assignment_files,
     read_timestamp,
     sanitize,
     test_cells,
     write_notebook_atomically,
 )
+from gradcam_kit.grading.exploration import ExplorationReport, annotate_exploration
 from gradcam_kit.grading.fingerprint import GradingInputs
 from gradcam_kit.grading.processes import process_alive
 from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
@@ -330,21 +332,23 @@ def _launch(arguments: list[str]) -> list[str]:
     return [sys.executable, *arguments]
 
 
-def judge_command(course: Course, run: JudgeRun) -> list[str]:
-    """The judge's command line for one notebook (see ``docs/design.md``)."""
+def judge_command(course: Course, run: JudgeRun, exploration: bool = False) -> list[str]:
+    """The judge's command line for one notebook (see ``docs/design.md``); ``exploration``: also run
+    the exploration cells, for formgrader."""
     return _launch([
         "-m", "pytest", str(course.autograder_dir),
         "--submission", str(run.notebook),
         "--results-json", str(run.results_path),
         "--artifacts", str(run.artifacts),
         "-q", "-p", "no:cacheprovider",
+        *(["--exploration"] if exploration else []),
     ])
 
 
-def series_command(runs: Sequence[JudgeRun]) -> list[str]:
+def series_command(runs: Sequence[JudgeRun], exploration: bool = False) -> list[str]:
     """The judge's command line for a series of notebooks (run in the course folder)."""
     return _launch(["-m", "autograder_tests", "--out", str(runs[0].results_path.parent),
-                    *(str(run.notebook) for run in runs)])
+                    *(["--exploration"] if exploration else []), *(str(run.notebook) for run in runs)])
 
 
 def judge_environment(threads: int, reference_cache: Path) -> dict[str, str]:
@@ -388,8 +392,11 @@ class JudgeRunner:
         The judges' shared cache of reference arrays.
     """
 
-    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path) -> None:
+    def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path,
+                 exploration: bool = False) -> None:
         self.course = course
+        self.exploration = exploration
+        """Have the judges run the exploration cells too (for formgrader; grades nothing)."""
         self.work = work
         self.timeout = timeout
         self.env = judge_environment(threads, reference_cache)
@@ -523,7 +530,7 @@ class JudgeRunner:
         run = JudgeRun.planned(submission, folder)
         started = time.monotonic()
         with open(run.log, "wb") as log:
-            process = self._start(judge_command(self.course, run), log)
+            process = self._start(judge_command(self.course, run, self.exploration), log)
             if process is None:
                 emit(run.finish(None, 0.0, "not started: the grading was interrupted"))
                 return []
@@ -541,7 +548,7 @@ class JudgeRunner:
         """``python -m autograder_tests`` on a series of notebooks; returns those to judge again."""
         runs = {submission.student: JudgeRun.planned(submission, folder) for submission in batch}
         pending = list(runs)
-        process = self._start(series_command(list(runs.values())), subprocess.PIPE)
+        process = self._start(series_command(list(runs.values()), self.exploration), subprocess.PIPE)
         if process is None:
             return []
         reader = _LineReader(process.stdout)
@@ -769,10 +776,17 @@ class Recorder:
         notes += [problem] if problem else []
         graded_at = datetime.now().astimezone()
 
+        # what the exploration cells showed, for formgrader (gradcam_kit/grading/exploration.py)
+        exploration = ExplorationReport.read(run.artifacts)
+        if exploration is not None:
+            annotate_exploration(sanitized.notebook, exploration)
+            notes += exploration.notes
+
         # files for people: the autograded copy (formgrader), the artifacts, the feedback page
         autograded = self.course.root / "autograded" / student / ASSIGNMENT
         annotate_tests(sanitized.notebook, results, png)
         write_notebook_atomically(sanitized.notebook, autograded / NOTEBOOK)
+        copy_assignment_files(self.course, self.settings, autograded)
         if (submission.path.parent / "timestamp.txt").is_file():
             reports.write_atomically(autograded / "timestamp.txt",
                                      (submission.path.parent / "timestamp.txt").read_bytes())
@@ -801,6 +815,7 @@ class Recorder:
             "feedback": str(self.folder.feedback(student).relative_to(self.course.root)),
             "autograded": str((autograded / NOTEBOOK).relative_to(self.course.root)),
             "inputs": (self.inputs or GradingInputs.of(self.course)).to_plain(),
+            "exploration": {cell.grade_id: cell.status for cell in exploration.cells} if exploration else {},
         }
         reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
         self.write_csv()
@@ -979,6 +994,7 @@ def grade_course(
     timeout: float | None = None,
     out: TextIO | None = None,
     show_paths: bool = True,
+    exploration: bool = True,
 ) -> int:
     """Grade the submissions of ``course`` (see the module docstring).
 
@@ -1000,6 +1016,9 @@ def grade_course(
         Where the summary goes (default: standard output); the progress bar uses standard error.
     show_paths : bool
         End the summary with where the outputs are.
+    exploration : bool
+        Also run the exploration cells (Parts 2-4, bonus) in the sandbox and show what they printed
+        and drew in the autograded copies, for formgrader (:mod:`gradcam_kit.grading.exploration`).
 
     Returns
     -------
@@ -1033,7 +1052,7 @@ def grade_course(
         workers = workers or default_workers(len(work.todo))
         threads = max(1, (os.cpu_count() or 1) // workers)
         remove_stale_work(folder.work)
-        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache)
+        runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache, exploration)
         if work.todo:
             print(f"Grading {len(work.todo)} submission(s) with {workers} worker(s)"
                   f" ({len(work.outcomes)} other(s) left as they are).", file=sys.stderr)
@@ -1047,7 +1066,7 @@ def grade_course(
             interrupted = True
             done = {o.student for o in outcomes if o.status == "graded"}
             remaining = [s.student for s in work.todo if s.student not in done]
-            command = resume_command(course, remaining, force, students, asked_workers, csv_path)
+            command = resume_command(course, remaining, force, students, asked_workers, csv_path, exploration)
             print(f"\ngradcam-kit grade: interrupted; the {len(done & set(work.reasons))} student(s) graded "
                   f"in this run are kept. To grade the {len(remaining)} others, run:\n  {command}",
                   file=sys.stderr)
@@ -1063,6 +1082,7 @@ def grade_course(
             if outcome.status == "graded":
                 outcome.reason = work.reasons.get(outcome.student, "")
         print_summary(out, outcomes, recorder, folder, course, settings, show_paths)
+        print_exploration_problems(out, outcomes)
         if work.stale:
             print(f"\n{len(work.stale)} other student(s) were graded with other inputs "
                   f"({_common_reason(work.stale)}): run `gradcam-kit grade` to regrade them.", file=out)
@@ -1096,7 +1116,7 @@ def print_reasons(work: Plan, stream: TextIO) -> None:
 
 
 def resume_command(course: Course, remaining: Sequence[str], force: bool, students: Sequence[str] | None,
-                   workers: int | None, csv_path: str | Path | None) -> str:
+                   workers: int | None, csv_path: str | Path | None, exploration: bool = True) -> str:
     """The command that grades what an interrupted run left, and only that.
 
     Without ``--force`` it is the same command (the students graded are skipped). With ``--force``,
@@ -1114,7 +1134,25 @@ def resume_command(course: Course, remaining: Sequence[str], force: bool, studen
         words += ["--workers", str(workers)]
     if csv_path is not None:
         words += ["--csv", str(csv_path)]
+    if not exploration:
+        words.append("--no-exploration")
     return shlex.join(words)
+
+
+def print_exploration_problems(out: TextIO, outcomes: Iterable[Outcome]) -> None:
+    """The exploration cells of this run that failed, hit a limit or were not run, by student."""
+    lines = []
+    for outcome in sorted(outcomes, key=lambda o: o.student):
+        if outcome.status != "graded" or outcome.results is None:
+            continue
+        statuses = outcome.results.get("grading", {}).get("exploration") or {}
+        bad = [f"{cell} ({status})" for cell, status in statuses.items() if status != "ran"]
+        if bad:
+            lines.append(f"  {outcome.student}: {', '.join(bad)}")
+    if lines:
+        print("\nExploration cells that did not run to the end (their messages are in the autograded "
+              "notebooks and the feedback):", file=out)
+        print("\n".join(lines), file=out)
 
 
 def print_summary(out: TextIO, outcomes: Iterable[Outcome], recorder: Recorder, folder: GradesFolder,

@@ -36,7 +36,7 @@ WEIGHTS_ENV = "GRADCAM_WEIGHTS"
 TEST_PREFIX = "test_"
 SETUP_PREFIX = "setup_"
 RECORDING_MODULES = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
-                               "exploration.py"})
+                               "exploration.py", "exploration_runtime.py"})
 """Modules of ``gradcam_kit/grading/`` that only record or show results: they never change a grade."""
 
 SETUP_AND_TESTS = "setup and test cells"

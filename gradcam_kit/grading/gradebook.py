@@ -21,6 +21,7 @@ import base64
 import logging
 import os
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.reports import FILE_MODE
+from gradcam_kit.grading.reports import FILE_MODE, write_atomically
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
 TEST_PREFIX = "test_"
@@ -184,12 +185,28 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     return SanitizedNotebook(notebook, remarks)
 
 
+WRAP_COLUMNS = 100
+"""Formgrader shows a traceback as preformatted text, which it neither wraps nor scrolls far: the
+judge's messages are cut into lines of at most this many characters."""
+
+
+def wrap_lines(text: str, width: int = WRAP_COLUMNS) -> list[str]:
+    """``text`` cut into lines of at most ``width`` characters, at spaces where possible, its own
+    line breaks kept (every word of it survives, in order)."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, width, break_long_words=True, break_on_hyphens=False,
+                               replace_whitespace=False, drop_whitespace=True) or [""]
+    return lines
+
+
 def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes | None = None) -> None:
     """Show the judge's verdict as the output of each test cell (formgrader displays it).
 
-    A passed test gets a line of text; a failed one an ``AssertionError`` output carrying the
-    feedback, as the hidden test would show under ``nbgrader autograde``. The heatmap comparison,
-    when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
+    A passed test gets a line of text (and the judge's remark, if any); a failed one an
+    ``AssertionError`` output carrying the feedback, as the hidden test would show under ``nbgrader
+    autograde``, its traceback cut into lines of at most :data:`WRAP_COLUMNS` characters. The
+    heatmap comparison, when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
     """
     tests = results.get("tests", {})
     test_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and _grade_id(cell) in tests]
@@ -197,13 +214,14 @@ def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes 
         verdict = tests[_grade_id(cell)]
         points = f"{_number(verdict.get('points', 0))}/{_number(verdict.get('max_points', 0))} points"
         if verdict.get("outcome") == "passed":
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
-                                                   text=f"gradcam-kit autograder: passed ({points})\n")]
+            remark = verdict.get("feedback") or ""
+            text = f"gradcam-kit autograder: passed ({points})" + (f". {remark}" if remark else "")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(wrap_lines(text)) + "\n")]
         else:
             feedback = verdict.get("feedback") or verdict.get("outcome", "failed")
             cell.outputs = [nbformat.v4.new_output(
                 "error", ename="AssertionError", evalue=f"{feedback} ({points})",
-                traceback=[f"AssertionError: {feedback} ({points})"],
+                traceback=wrap_lines(f"AssertionError: {feedback} ({points})"),
             )]
     if heatmap_png and test_cells:
         target = next((c for c in test_cells if _grade_id(c) == "test_grad_cam"), test_cells[-1])
@@ -211,6 +229,23 @@ def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes 
             "display_data", data={"image/png": base64.b64encode(heatmap_png).decode("ascii"),
                                   "text/plain": "<heatmap: the student's beside the reference>"},
         ))
+
+
+def copy_assignment_files(course: Course, settings: NbgraderSettings, destination: Path) -> None:
+    """Copy the assignment's other files (``tp2_utils.py``) next to the autograded notebook, as
+    ``nbgrader autograde`` does: every file of the source folder but notebooks and what
+    ``CourseDirectory.ignore`` names, so that the autograded copy runs where it lies."""
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import find_all_files
+
+    ignore = list(CourseDirectory(config=settings.config).ignore) + ["*.ipynb"]
+    for name in find_all_files(str(course.source_dir), ignore):
+        source = Path(name)
+        target = destination / source.relative_to(course.source_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = source.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomically(target, data)
 
 
 def write_notebook_atomically(notebook: NotebookNode, path: Path) -> None:

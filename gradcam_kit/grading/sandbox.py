@@ -258,7 +258,8 @@ def _uid_has_account(uid: int) -> bool:
 # commands
 # ------------------------------------------------------------------------------------------------
 WORKER_MODULES = ("__init__.py", "efficientnet.py", "grading/__init__.py", "grading/protocol.py",
-                  "grading/worker.py", "grading/models.py", "grading/sandbox.py", "grading/zygote_server.py")
+                  "grading/worker.py", "grading/models.py", "grading/sandbox.py", "grading/zygote_server.py",
+                  "grading/exploration_runtime.py")
 """The files of the kit that the worker imports: the only ones of the kit that it can see."""
 
 
