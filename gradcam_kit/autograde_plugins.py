@@ -31,6 +31,7 @@ from typing import Any
 from nbconvert.exporters import NotebookExporter
 from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, OverwriteCells
+from traitlets import List
 
 __all__ = ["ALLOW_ENV", "ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
 
@@ -133,6 +134,11 @@ class ClearHiddenTestsFromFeedback(ClearHiddenTests):
     an error output that show hidden-test code (the failing hidden call and its context); the
     error's last line, the judge's message for the student, stays.
     """
+
+    # nbgrader's base class declares it without `config=True`, so the HTML exporter's setting of it
+    # draws a warning for every feedback page; the same default, configurable
+    display_data_priority = List(["text/html", "application/pdf", "text/latex", "image/svg+xml", "image/png",
+                                  "image/jpeg", "text/plain"]).tag(config=True)
 
     def preprocess_cell(self, cell: Any, resources: Any, cell_index: int) -> tuple[Any, Any]:
         hidden = set()

@@ -114,6 +114,8 @@ def _explain_failure(course: Course, status: int, output: str) -> str:
     tail = "\n".join(output.strip().splitlines()[-15:])
     if not any(marker in output for marker in REFUSED_WITH_SUBMISSIONS):
         return f"nbgrader generate_assignment failed (exit status {status}); {_UNCHANGED} Its output ends with:\n{tail}"
+    said = next((line.strip() for line in output.splitlines()
+                 if any(marker in line for marker in REFUSED_WITH_SUBMISSIONS)), tail)
     added, removed = _graded_cells_changed(course)
     change = "; ".join(part for part in (
         f"new: {', '.join(added)}" if added else "", f"gone: {', '.join(removed)}" if removed else "") if part)
@@ -128,7 +130,7 @@ def _explain_failure(course: Course, status: int, output: str) -> str:
         f"  * or, if no grade of {ASSIGNMENT} needs keeping (this deletes every grade of it, manual ones "
         f"included): `nbgrader db assignment remove {ASSIGNMENT} --force`, then `gradcam-kit release` and "
         f"`gradcam-kit grade --force`.\n"
-        f"nbgrader said:\n{tail}"
+        f"nbgrader said: {said}"
     )
 
 
