@@ -251,14 +251,6 @@ def why_grade(course: Course, folder: GradesFolder, writer: GradebookWriter, sub
     return None
 
 
-def already_graded(folder: GradesFolder, writer: GradebookWriter, submission: Submission,
-                   inputs: GradingInputs | None = None, course: Course | None = None) -> bool:
-    """Whether the kept grade of ``submission`` still holds (see :func:`why_grade`)."""
-    if course is None:
-        course = Course(folder.root.parent)
-    return why_grade(course, folder, writer, submission, inputs or GradingInputs.of(course)) is None
-
-
 def stale_others(folder: GradesFolder, inputs: GradingInputs, students: Sequence[str]) -> dict[str, str]:
     """Students graded before, not among ``students``, whose kept grade came from other inputs."""
     stale = {}
