@@ -10,7 +10,7 @@ A student's kept results stay valid only while everything that produced them is 
 * ``helper module tp2_utils.py``: models, weights, preprocessing;
 * ``answer key``: ``solutions/*.py`` (the answer key and the reference Grad-CAM);
 * ``judge``: ``autograder_tests/`` and the kit's grading engine (:func:`engine_files`: every module
-  of ``gradcam_kit/grading/`` except those that only record results, and the EfficientNet loader);
+  of ``gradcam_kit/grading/`` but :data:`OUTSIDE_GRADING`, and the EfficientNet loader);
 * ``weights``: the weights policy, ``$GRADCAM_WEIGHTS`` (for a file: its path, size and time).
 
 ``gradcam-kit grade`` stores :meth:`GradingInputs.to_plain` in each student's ``grades/<student>.json``
@@ -35,9 +35,10 @@ __all__ = ["GradingInputs", "engine_files", "weights_policy"]
 WEIGHTS_ENV = "GRADCAM_WEIGHTS"
 TEST_PREFIX = "test_"
 SETUP_PREFIX = "setup_"
-RECORDING_MODULES = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
-                               "exploration.py", "exploration_runtime.py"})
-"""Modules of ``gradcam_kit/grading/`` that only record or show results: they never change a grade."""
+OUTSIDE_GRADING = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
+                             "exploration.py", "exploration_runtime.py", "samples.py"})
+"""Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they record or show
+results, run the exploration cells for formgrader, or make sample submissions."""
 
 SETUP_AND_TESTS = "setup and test cells"
 HELPER = "helper module tp2_utils.py"
@@ -69,7 +70,7 @@ def engine_files() -> list[Path]:
     import gradcam_kit
 
     package = Path(gradcam_kit.__file__).resolve().parent
-    files = [path for path in (package / "grading").glob("*.py") if path.name not in RECORDING_MODULES]
+    files = [path for path in (package / "grading").glob("*.py") if path.name not in OUTSIDE_GRADING]
     files.append(package / "efficientnet.py")
     return sorted(path for path in files if path.is_file())
 
