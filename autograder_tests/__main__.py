@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show pytest's report of each notebook")
     parser.add_argument(STATUS_FD_OPTION, type=int, dest="status_fd", metavar="N",
                         help="write one status record per notebook on this file descriptor")
+    parser.add_argument("--exploration", action="store_true",
+                        help="also run the exploration cells of each notebook, for formgrader")
     options = parser.parse_args(argv)
     if options.prepare:
         return prepare(options.course, options.reference_cache)
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             arguments += ["--course", str(options.course)]
         if options.reference_cache:
             arguments += ["--reference-cache", str(options.reference_cache)]
+        if options.exploration:
+            arguments.append("--exploration")
         started = time.perf_counter()
         try:
             status = int(pytest.main(arguments))

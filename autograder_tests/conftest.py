@@ -8,7 +8,9 @@
 * ``--artifacts``: where to leave files for the feedback page (``heatmap.npz``);
 * ``--course``: the course folder (default: the one holding this folder);
 * ``--reference-cache``: a folder where reference arrays are kept between judge processes (default
-  ``$GRADCAM_REFERENCE_CACHE``, else none: each process computes them once).
+  ``$GRADCAM_REFERENCE_CACHE``, else none: each process computes them once);
+* ``--exploration``: after the tests, run the exploration cells (Parts 2-4, bonus) in the same
+  worker and leave what they showed in ``--artifacts`` (``exploration/``), for formgrader.
 
 The judge runs torch on one thread, as the worker does: both then sum in the same order, and the
 same model gives bitwise the same activations and gradients in both processes.
@@ -42,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--artifacts", metavar="DIR", help="leave files for the feedback page in DIR")
     group.addoption("--course", metavar="DIR", help="the course folder (default: the one holding the judge)")
     group.addoption("--reference-cache", metavar="DIR", help="keep reference arrays in DIR between runs")
+    group.addoption("--exploration", action="store_true",
+                    help="after the tests, run the exploration cells for formgrader (into --artifacts)")
 
 
 def points_from_source(notebook: Path) -> dict[str, float]:
@@ -96,3 +100,18 @@ def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
         recorder.artifacts = judge.artifacts
         recorder.computed = references.computed
         yield judge
+        if pytestconfig.getoption("--exploration") and artifacts:
+            run_exploration_cells(session, Path(submission), course, Path(artifacts))
+
+
+def run_exploration_cells(session: WorkerSession, submission: Path, course: Course, artifacts: Path) -> None:
+    """The exploration cells, in the submission's worker, for formgrader (grades nothing; see
+    ``gradcam_kit/grading/exploration.py``). A failure here only loses the figures."""
+    import traceback
+
+    from gradcam_kit.grading.exploration import run_exploration
+
+    try:
+        run_exploration(session, submission, course.source_notebook).write(artifacts)
+    except Exception:  # noqa: BLE001 - never a reason to lose the grade
+        traceback.print_exc()

@@ -199,7 +199,7 @@ def measure_grade(course: Course, workers: int, copies: int, memory: bool) -> Me
     clear_grades(course)
     sampler = start_sampler(1, memory)
     started = time.monotonic()
-    status = grade_course(course, workers=workers, force=True, out=io.StringIO())
+    status = grade_course(course, workers=workers, force=True, out=io.StringIO(), exploration=False)
     seconds = time.monotonic() - started
     peak, peak_pss, total_pss = stop_sampler(sampler)
     if status != 0:

@@ -187,7 +187,7 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
         say(f"\n[3/4] Grading {len(samples)} submissions (gradcam-kit grade --course {folder})")
         # the kit's own samples: graded at the strongest level that works here, and it says which
         status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False,
-                              isolation=available_isolation()[0])
+                              isolation=available_isolation()[0], exploration=False)
 
     feedback = demo.grades_dir / "feedback"
     example = next((f"{s}.html" for s in samples if s.startswith("bug_")), "solution.html")

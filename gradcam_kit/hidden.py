@@ -40,7 +40,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK
+from gradcam_kit.course import CONFIG_FILE, NOTEBOOK
 from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 
 __all__ = ["run_hidden_test", "locate_notebook", "judge_results"]
@@ -121,26 +121,13 @@ def locate_notebook(cwd: Path | None = None) -> tuple[Path, Path]:
 
 
 def judge_fingerprint(root: Path) -> str:
-    """What the results depend on besides the notebook.
+    """What the results depend on besides the notebook: the course folder and what decides a grade
+    (:class:`gradcam_kit.grading.fingerprint.GradingInputs`: points, setup and test cells, helper
+    module, answer key, judge, weights policy), the same as ``gradcam-kit grade`` compares."""
+    from gradcam_kit.course import Course
+    from gradcam_kit.grading.fingerprint import GradingInputs
 
-    The course (its folder, judge, source folder and solutions), the kit's grading engine and the
-    weights policy: a change to any of them makes the kept results stale.
-    """
-    digest = hashlib.sha256()
-    digest.update(str(root).encode())
-    digest.update(os.environ.get("GRADCAM_WEIGHTS", "").encode())
-    engine = Path(__file__).resolve().parent / "grading"
-    tracked = [
-        *sorted((root / "autograder_tests").rglob("*.py")),
-        *sorted((root / "source" / ASSIGNMENT).glob("*")),
-        *sorted((root / "solutions").glob("*.py")),
-        *sorted(engine.glob("*.py")),
-    ]
-    for path in tracked:
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.name.encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    return hashlib.sha256(f"{root}|{GradingInputs.of(Course(root)).digest()}".encode()).hexdigest()
 
 
 def cache_dir() -> Path:

@@ -49,6 +49,54 @@ def pytest_addoption(parser):
     parser.addoption("--submission", required=True)
     parser.addoption("--results-json", default=None)
     parser.addoption("--artifacts", default=None)
+    parser.addoption("--exploration", action="store_true")
+
+
+def exploration_ids():
+    cells = json.loads(SOURCE.read_text())["cells"]
+    ids = []
+    for c in cells:
+        meta = c["metadata"].get("nbgrader", {})
+        grade_id = meta.get("grade_id", "")
+        if c["cell_type"] == "code" and meta.get("solution") and not meta.get("grade") \
+                and grade_id not in points_functions() and not grade_id.startswith("setup_"):
+            ids.append(grade_id)
+    return ids
+
+
+def points_functions():
+    return {name[len("test_"):] for name in points()}
+
+
+def write_exploration(config, folder):
+    """What the real judge leaves with --exploration (exploration/report.json and PNGs), made up from
+    markers in each exploration cell: EXPLORE_FAIL, EXPLORE_LIMIT, EXPLORE_HOSTILE."""
+    import base64
+    folder = Path(folder) / "exploration"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = base64.b64decode(TINY_PNG)
+    cells = []
+    for grade_id in exploration_ids():
+        source = config.gradcam_sources.get(grade_id, "")
+        (folder / f"{grade_id}-1.png").write_bytes(png)
+        outputs = [{"kind": "text", "name": "stdout", "text": f"shown by {grade_id}\\n"},
+                   {"kind": "png", "file": f"{grade_id}-1.png"}]
+        status, message = "ran", ""
+        if "EXPLORE_FAIL" in source:
+            status, message = "failed", f"NameError: name 'oops' is not defined (cell `{grade_id}`, line 2: `oops`)"
+        elif "EXPLORE_LIMIT" in source:
+            status, message, outputs = "limit", "timed out after 60 s", []
+        elif "EXPLORE_HOSTILE" in source:
+            (folder / f"{grade_id}-2.png").write_bytes(b"<script>alert(1)</script>")
+            outputs += [{"kind": "html", "text": "<script>alert(1)</script>"},
+                        {"kind": "png", "file": f"{grade_id}-2.png"},
+                        {"kind": "png", "file": "../../../etc/passwd"},
+                        {"kind": "text", "name": "stdout", "text": "bell\\x07 and \\ud800 surrogate\\n"}]
+        cells.append({"grade_id": grade_id, "status": status, "message": message, "seconds": 0.1, "outputs": outputs})
+    (folder / "report.json").write_text(json.dumps({"cells": cells}))
+
+
+TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==")
 
 
 def points():
@@ -102,6 +150,8 @@ def pytest_sessionfinish(session, exitstatus):
     data = {"submission": config.getoption("--submission"), "isolation": os.environ.get("GRADCAM_ISOLATION", "fake"),
             "notes": ["fake judge"],
             "tests": config.gradcam_results, "artifacts": {}}
+    if artifacts and config.getoption("--exploration"):
+        write_exploration(config, artifacts)
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
@@ -152,6 +202,7 @@ parser.add_argument("notebooks", nargs="*", type=Path)
 parser.add_argument("--out", type=Path)
 parser.add_argument("--prepare", action="store_true")
 parser.add_argument("--status-fd", type=int)
+parser.add_argument("--exploration", action="store_true")
 options = parser.parse_args()
 if options.prepare:  # notes its run, and what it found in the cache folder, in $FAKE_PREPARE_LOG
     import os
@@ -167,7 +218,7 @@ for notebook in options.notebooks:
     started = time.perf_counter()
     status = pytest.main([str(HERE), "--submission", str(notebook), "--results-json",
                           str(options.out / f"{notebook.stem}.json"), "--artifacts", str(options.out / notebook.stem),
-                          "-p", "no:cacheprovider", "-qq"])
+                          "-p", "no:cacheprovider", "-qq", *(["--exploration"] if options.exploration else [])])
     sys.stdout.flush()
     if options.status_fd is not None:
         from gradcam_kit.grading.judge_status import JudgeStatus, write_status

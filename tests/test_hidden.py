@@ -1,8 +1,9 @@
 """The nbgrader-native path: ``run_hidden_test`` in the notebook's hidden-test regions.
 
 The fast tests use the stand-in course (fake judge, see ``test_grade_helpers``); the last one
-checks that ``nbgrader autograde`` and ``gradcam-kit grade`` give the same points with the real
-judge and notebook, on the solution and on buggy submissions.
+runs ``nbgrader autograde`` and ``gradcam-kit grade`` with the real judge and notebook, on the
+solution, a buggy submission and one with a syntax error, and checks the one rule by which their
+points may differ: nbgrader gives nothing to a test cell whose visible part raised.
 """
 
 from __future__ import annotations
@@ -135,7 +136,36 @@ def released_copy(base: Path) -> Course:
     return course
 
 
-def test_nbgrader_autograde_agrees_with_gradcam_kit_grade_on_the_real_course(tmp_path, monkeypatch):
+def visible_part_raised(notebook, grade_id: str) -> bool:
+    """Whether nbgrader's execution of the test cell ``grade_id`` stopped in its visible part: an
+    error output whose traceback does not reach the hidden region's call."""
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+            return any("run_hidden_test" not in "\n".join(o.traceback) for o in errors)
+    raise AssertionError(f"no cell {grade_id}")
+
+
+def with_syntax_error(notebook, function: str):
+    """``notebook`` with a syntax error in the cell of ``function`` (a closing parenthesis missing)."""
+    import nbformat
+
+    broken = nbformat.from_dict(notebook)
+    for cell in broken.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == function:
+            cell.source = cell.source.replace(f"def {function}(", f"def {function}((", 1)
+    return broken
+
+
+def test_nbgrader_autograde_and_gradcam_kit_grade_differ_only_where_a_visible_part_raises(tmp_path, monkeypatch):
+    """The one difference between the two routes, on the real course, judge and worker.
+
+    nbgrader gives a test cell no points when its visible part raises, before the hidden region
+    calls the judge; the kit runs no visible part. So a helper that cannot run (here a syntax
+    error in ``upsample_normalize``) costs, under nbgrader, every test cell whose visible asserts
+    call it (``test_grad_cam``, ``test_show_grad_cam``), while the kit charges it once. Everywhere
+    else the points are the same: the hidden regions call the same judge.
+    """
     import nbformat
 
     from gradcam_kit.grading.samples import MUTATIONS, build_samples
@@ -144,18 +174,44 @@ def test_nbgrader_autograde_agrees_with_gradcam_kit_grade_on_the_real_course(tmp
     course = released_copy(tmp_path / "course")
     bug = next(m for m in MUTATIONS if m.function == "weighted_cam")
     samples = build_samples(course, names=["solution", bug.name])
-    for student, name in (("honest", "solution"), ("buggy", bug.name)):
+    notebooks = {"honest": samples["solution"].notebook, "buggy": samples[bug.name].notebook,
+                 "syntax": with_syntax_error(samples["solution"].notebook, "upsample_normalize")}
+    for student, notebook in notebooks.items():
+        for cell in notebook.cells:  # the exploration cells grade nothing: spare nbgrader a minute each
+            if cell.metadata.get("nbgrader", {}).get("grade_id", "").endswith("_code"):
+                cell.source = "pass"
         path = course.submission(student)
         path.parent.mkdir(parents=True)
-        nbformat.write(samples[name].notebook, str(path))
+        nbformat.write(notebook, str(path))
     twin = Course.locate(shutil.copytree(course.root, tmp_path / "twin"))
 
-    nbgrader(course.root, "autograde", ASSIGNMENT)
-    assert grade_course(twin, out=io.StringIO()) == 0
+    for student in notebooks:  # one at a time: each within the helper's time limit on a busy machine
+        nbgrader(course.root, "autograde", ASSIGNMENT, "--student", student)
+    assert grade_course(twin, out=io.StringIO(), exploration=False) == 0
 
     by_nbgrader, by_kit = gradebook_scores(course), gradebook_scores(twin)
-    assert by_nbgrader == by_kit
-    tests = {name for name in by_kit["honest"] if name.startswith("test_")}
+    tests = sorted(name for name in by_kit["honest"] if name.startswith("test_"))
     assert len(tests) == 7
     assert all(by_kit["honest"][name] > 0 for name in tests), by_kit["honest"]
     assert {name for name in tests if by_kit["buggy"][name] < by_kit["honest"][name]} == set(bug.fails)
+
+    # the rule: the same points, except a test cell whose visible part raised gets none from nbgrader
+    differences = {}
+    for student in notebooks:
+        graded = nbformat.read(str(course.root / "autograded" / student / ASSIGNMENT / NOTEBOOK), as_version=4)
+        for name in tests:
+            if by_nbgrader[student][name] != by_kit[student][name]:
+                assert by_nbgrader[student][name] == 0.0 and visible_part_raised(graded, name), (student, name)
+                differences.setdefault(student, set()).add(name)
+    assert "honest" not in differences
+
+    # the syntax error, charged once by the kit (10/12), three times by nbgrader (5/12)
+    total = sum(by_kit["honest"][name] for name in tests)
+    lost_by_kit = {name for name in tests if by_kit["syntax"][name] < by_kit["honest"][name]}
+    lost_by_nbgrader = {name for name in tests if by_nbgrader["syntax"][name] < by_kit["honest"][name]}
+    assert lost_by_kit == {"test_upsample_normalize"}
+    assert lost_by_nbgrader == {"test_upsample_normalize", "test_grad_cam", "test_show_grad_cam"}
+    assert differences["syntax"] == {"test_grad_cam", "test_show_grad_cam"}
+    points = by_kit["honest"]
+    assert sum(by_kit["syntax"][n] for n in tests) == total - points["test_upsample_normalize"]
+    assert sum(by_nbgrader["syntax"][n] for n in tests) == total - sum(points[n] for n in lost_by_nbgrader)

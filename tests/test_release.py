@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -18,9 +17,18 @@ import pytest
 
 from gradcam_kit.course import ASSIGNMENT, HELPER_MODULE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
+from gradcam_kit.grading.gradebook import load_nbgrader_config
+from gradcam_kit.leaks import (
+    NbgraderMarkers,
+    find_leaks,
+    is_trivial,
+    normalise,
+    release_leaks,
+    released_lines,
+    secret_files,
+    split_source,
+)
 from gradcam_kit.release import generate_release
-
-SECRET_REGIONS = [("### BEGIN SOLUTION", "### END SOLUTION"), ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")]
 
 
 def scratch_course(course: Course, where: Path) -> Course:
@@ -69,88 +77,24 @@ def test_release_refuses_a_stray_file_in_the_source_folder(course, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Nothing secret in the release
+# Nothing secret in the release (gradcam_kit.leaks: the check `gradcam-kit release` runs too)
 # --------------------------------------------------------------------------------------------
-def normalise(line: str) -> str:
-    return " ".join(line.split())
-
-
-def is_trivial(line: str) -> bool:
-    """Lines too generic to reveal anything: blank, punctuation, a lone keyword or delimiter."""
-    if len(re.sub(r"[^A-Za-z0-9]", "", line)) < 4:
-        return True
-    return line in {"else:", "try:", "finally:", "pass", "return", '"""', "'''", "```", "```python"}
-
-
-def split_source(notebook) -> tuple[list[str], list[str]]:
-    """(secret lines, public lines) of the source notebook.
-
-    Secret: the lines inside solution and hidden-test regions, and the text of markdown
-    solution cells (written answers). Public: everything else (setup, tests' visible parts,
-    signatures and docstrings, instructions).
-    """
-    secret, public = [], []
-    for cell in notebook.cells:
-        info = cell.metadata.get("nbgrader", {})
-        lines = cell.source.splitlines()
-        if cell.cell_type == "markdown" and info.get("solution"):
-            secret += lines
-            continue
-        inside = None
-        for line in lines:
-            stripped = line.strip()
-            begin = next((end for start, end in SECRET_REGIONS if stripped.startswith(start)), None)
-            if inside is None and begin is not None:
-                inside = begin
-            elif inside is not None and stripped.startswith(inside):
-                inside = None
-            elif inside is not None:
-                secret.append(line)
-            elif cell.cell_type == "code":
-                public.append(line)
-    return secret, public
-
-
-def release_lines(course: Course) -> list[str]:
-    notebook = nbformat.read(course.release_dir / NOTEBOOK, as_version=4)
-    lines = [line for cell in notebook.cells for line in cell.source.splitlines()]
-    lines += (course.release_dir / HELPER_MODULE).read_text(encoding="utf-8").splitlines()
-    return [normalise(line) for line in lines]
-
-
-def find_leaks(secret: list[str], public: list[str], released: list[str]) -> list[str]:
-    """Non-trivial secret lines that the release shows (as a line, or inside a line)."""
-    public_set = {normalise(line) for line in public}
-    released_set = set(released)
-    released_text = "\n".join(released)
-    leaks = []
-    for line in dict.fromkeys(normalise(s) for s in secret):
-        if is_trivial(line) or line in public_set:
-            continue
-        if line in released_set or (len(line) >= 24 and line in released_text):
-            leaks.append(line)
-    return leaks
-
-
-def secret_files(course: Course) -> list[Path]:
-    files = sorted(course.solutions_dir.glob("*.py")) + sorted(course.solutions_dir.glob("*.md"))
-    if course.autograder_dir.is_dir():
-        files += sorted(p for p in course.autograder_dir.rglob("*.py") if "__pycache__" not in p.parts)
-    return files
+@pytest.fixture(scope="module")
+def markers(course):
+    return NbgraderMarkers.of(load_nbgrader_config(course))
 
 
 @pytest.fixture(scope="module")
-def source_split(course):
+def source_split(course, markers):
     """(secret, public) lines; the shipped helper module is public too."""
-    secret, public = split_source(nbformat.read(course.source_notebook, as_version=4))
+    secret, public = split_source(nbformat.read(course.source_notebook, as_version=4), markers)
     return secret, public + course.helper_module.read_text(encoding="utf-8").splitlines()
 
 
 def test_release_holds_no_solution_and_no_hidden_test(course, source_split):
     secret, public = source_split
     assert len([s for s in secret if not is_trivial(normalise(s))]) > 50, "the check found almost no secret lines"
-    leaks = find_leaks(secret, public, release_lines(course))
-    assert not leaks, f"solution or hidden-test lines in the release: {leaks}"
+    assert not release_leaks(course, course.release_dir), "solution or hidden-test lines in the release"
     text = (course.release_dir / NOTEBOOK).read_text(encoding="utf-8")
     for marker in ["BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "gradcam_kit", "run_hidden_test",
                    "solutions/rubric.md"]:
@@ -159,7 +103,7 @@ def test_release_holds_no_solution_and_no_hidden_test(course, source_split):
 
 def test_release_holds_nothing_from_solutions_or_autograder_tests(course, source_split):
     _, public = source_split
-    released = release_lines(course)
+    released = released_lines(course.release_dir)
     released_names = {p.name for p in course.release_dir.rglob("*")}
     files = secret_files(course)
     assert any(p.name == "rubric.md" for p in files)
@@ -171,7 +115,7 @@ def test_release_holds_nothing_from_solutions_or_autograder_tests(course, source
 
 def test_the_leak_check_can_fail(course, source_split):
     secret, public = source_split
-    released = release_lines(course)
+    released = released_lines(course.release_dir)
     candidates = [normalise(s) for s in secret if not is_trivial(normalise(s)) and normalise(s) not in public]
     short = next(line for line in candidates if len(line) < 24)
     long = next(line for line in candidates if len(line) >= 40)
@@ -179,22 +123,37 @@ def test_the_leak_check_can_fail(course, source_split):
     assert find_leaks(secret, public, released + [f"x = 1; {long}  # pasted"]) == [long]
 
 
-def test_release_notebook_shape(course):
-    source = nbformat.read(course.source_notebook, as_version=4)
-    release = nbformat.read(course.release_dir / NOTEBOOK, as_version=4)
-    assert release.metadata["kernelspec"]["name"] == "python3"
+def release_shape_problems(source, release, markers: NbgraderMarkers) -> list[str]:
+    """How ``release`` differs from what nbgrader makes of ``source`` (cells, stubs, outputs, checksums)."""
+    problems = []
+    if release.metadata.get("kernelspec", {}).get("name") != "python3":
+        problems.append("the kernel is not python3")
     ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells]
-    assert [c.metadata.get("nbgrader", {}).get("grade_id") for c in release.cells] == ids
+    if [c.metadata.get("nbgrader", {}).get("grade_id") for c in release.cells] != ids:
+        problems.append("the cells differ from the source's")
     for cell in release.cells:
         info = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None
-        if info.get("solution") and cell.cell_type == "code":
-            assert "raise NotImplementedError()" in cell.source, info["grade_id"]
-        if info.get("solution") and cell.cell_type == "markdown":
-            assert cell.source == "YOUR ANSWER HERE", info["grade_id"]
-        if info.get("grade") or info.get("locked"):
-            assert "checksum" in info, f"{info['grade_id']}: nbgrader records a checksum"
+        name = info.get("grade_id")
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+            problems.append(f"{name}: outputs left")
+        lines = {line.strip() for line in cell.source.splitlines()}
+        if info.get("solution") and cell.cell_type == "code" and \
+                not all(line.strip() in lines for line in markers.code_stub.splitlines()):
+            problems.append(f"{name}: no code stub")
+        if info.get("solution") and cell.cell_type == "markdown" and markers.text_stub not in cell.source:
+            problems.append(f"{name}: no text stub")
+        if (info.get("grade") or info.get("locked")) and "checksum" not in info:
+            problems.append(f"{name}: nbgrader records a checksum")
+    return problems
+
+
+def test_release_notebook_shape(course, markers):
+    source = nbformat.read(course.source_notebook, as_version=4)
+    release = nbformat.read(course.release_dir / NOTEBOOK, as_version=4)
+    assert not release_shape_problems(source, release, markers)
+    answers = [c for c in release.cells if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("solution")]
+    assert answers and all(c.source == markers.text_stub for c in answers), "the model answers are in the rubric"
+    assert release_shape_problems(source, source, markers), "the shape check can fail"
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,3 +187,109 @@ def test_release_runs_top_to_bottom_failing_only_in_the_stubs(course, image_path
                                             "upsample_normalize", "grad_cam", "top_and_least", "show_grad_cam")}
     expected |= {"part2_code", "part3_code", "part4_code", "bonus_code"}
     assert stubbed == expected, f"cells that stopped on a stub: {sorted(stubbed)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Editing the assignment: what nbgrader makes is accepted, a refused or leaking release changes nothing
+# --------------------------------------------------------------------------------------------
+def full_scratch_course(course: Course, where: Path) -> Course:
+    """A released copy of the course with its secrets (solutions/, autograder_tests/), as instructors have it."""
+    scratch = scratch_course(course, where)
+    for name in ("solutions", "autograder_tests"):
+        shutil.copytree(course.root / name, scratch.root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    generate_release(scratch)
+    return scratch
+
+
+def add_cells(course: Course, *cells, after: str = "part5_answer") -> None:
+    notebook = nbformat.read(course.source_notebook, as_version=4)
+    index = next(i for i, c in enumerate(notebook.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after)
+    notebook.cells[index + 1:index + 1] = list(cells)
+    nbformat.write(notebook, str(course.source_notebook))
+
+
+def answer_cell(grade_id: str, source: str, points: int = 2):
+    return nbformat.v4.new_markdown_cell(source, metadata={"nbgrader": {
+        "grade": True, "grade_id": grade_id, "locked": False, "points": points, "schema_version": 3,
+        "solution": True, "task": False}})
+
+
+def leftovers(course: Course) -> list[str]:
+    return [p.name for p in course.root.iterdir() if p.name.startswith(".release-")]
+
+
+def test_a_question_with_nbgrader_s_stock_answer_cell_is_released(course, tmp_path, markers):
+    scratch = full_scratch_course(course, tmp_path / "course")
+    add_cells(scratch,
+              nbformat.v4.new_markdown_cell("**Question 6.** What does Grad-CAM show for a wrong prediction?"),
+              answer_cell("part6_answer", "YOUR ANSWER HERE"),
+              nbformat.v4.new_markdown_cell("**Question 7.** Which layer would you explain, and why?"),
+              answer_cell("part7_answer", "Explain here.\n### BEGIN SOLUTION\nThe last convolutional layer: it keeps "
+                                          "the spatial layout and the most semantic features.\n### END SOLUTION"))
+
+    generate_release(scratch)
+
+    assert not release_leaks(scratch, scratch.release_dir)
+    source = nbformat.read(scratch.source_notebook, as_version=4)
+    release = nbformat.read(scratch.release_dir / NOTEBOOK, as_version=4)
+    assert not release_shape_problems(source, release, markers)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in release.cells}
+    assert cells["part6_answer"].source == "YOUR ANSWER HERE"
+    assert cells["part7_answer"].source == "Explain here.\nYOUR ANSWER HERE"
+    # the check still sees the model answer of the region, were it shown
+    secret, public = split_source(source, markers)
+    public += scratch.helper_module.read_text(encoding="utf-8").splitlines()
+    model = "The last convolutional layer: it keeps the spatial layout and the most semantic features."
+    assert find_leaks(secret, public, released_lines(scratch.release_dir) + [model]) == [model]
+
+
+def test_a_refused_release_leaves_release_and_says_what_to_do(course, tmp_path):
+    from nbgrader.api import Gradebook
+
+    from gradcam_kit.grading.gradebook import NbgraderSettings
+
+    scratch = full_scratch_course(course, tmp_path / "course")
+    settings = NbgraderSettings.of(scratch)
+    with Gradebook(settings.db_url, settings.course_id) as gradebook:  # a submission was collected
+        gradebook.add_student("alice")
+        gradebook.add_submission(ASSIGNMENT, "alice")
+    before = files_under(scratch.release_dir)
+    add_cells(scratch, nbformat.v4.new_markdown_cell("**Question 6.** Why?"), answer_cell("part6_answer", "Because."))
+
+    with pytest.raises(KitError) as error:
+        generate_release(scratch)
+
+    message = str(error.value)
+    for expected in ("nbgrader refused", "there are submissions", "new: part6_answer", "release/ was left as it was",
+                     "keep every cell that has a grade_id", f"nbgrader db assignment remove {ASSIGNMENT} --force"):
+        assert expected in message, message
+    assert files_under(scratch.release_dir) == before, "the committed release changed"
+    assert not leftovers(scratch)
+
+    # changing points (not cells) is allowed with submissions
+    notebook = nbformat.read(scratch.source_notebook, as_version=4)
+    notebook.cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "part6_answer"]
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_channel_weights":
+            cell.metadata.nbgrader["points"] = 2
+    nbformat.write(notebook, str(scratch.source_notebook))
+    generate_release(scratch)
+    assert files_under(scratch.release_dir) != before
+
+
+def test_a_release_that_would_show_a_solution_is_refused(course, tmp_path, markers):
+    scratch = full_scratch_course(course, tmp_path / "course")
+    before = files_under(scratch.release_dir)
+    secret, public = split_source(nbformat.read(scratch.source_notebook, as_version=4), markers)
+    line = next(normalise(s) for s in secret
+                if len(normalise(s)) > 30 and not is_trivial(normalise(s)) and normalise(s) not in public)
+    notebook = nbformat.read(scratch.source_notebook, as_version=4)
+    notebook.cells[0].source += f"\n\nHint: `{line}`"
+    nbformat.write(notebook, str(scratch.source_notebook))
+
+    with pytest.raises(KitError, match="would show 1 line") as error:
+        generate_release(scratch)
+
+    assert line in str(error.value) and "release/ was left as it was" in str(error.value)
+    assert files_under(scratch.release_dir) == before
+    assert not leftovers(scratch)

@@ -5,8 +5,11 @@ The batch is a pipeline of small steps:
 1. :func:`find_submissions`: the students to grade, from ``submitted/`` or ``--student``;
 2. :func:`inspect_submission`: read each notebook once (a missing or unreadable one is reported,
    naming the file, and left out);
-3. :func:`already_graded`: skip a student whose results are kept, in the gradebook too, and whose
-   notebook has not changed since (unless ``--force``); steps 1-3 make the :func:`plan`;
+3. :func:`why_grade`: skip a student whose kept grade still holds (unless ``--force``): results
+   kept for this exact notebook, graded with the same inputs (points, setup and test cells, helper
+   module, answer key, judge, weights policy: :mod:`gradcam_kit.grading.fingerprint`), in the
+   gradebook, with the autograded copy in place; otherwise say why the student is (re)graded.
+   Steps 1-3 make the :func:`plan`;
 4. :meth:`JudgeRunner.judge`: judge subprocesses, ``--workers`` of them at a time, on copies of
    the notebooks. When the judge can grade a series of notebooks in one process (``python -m
    autograder_tests --out DIR NB...``), each process grades a few students in turn, sharing its
@@ -43,6 +46,7 @@ import json
 import os
 import queue
 import selectors
+import shlex
 import shutil
 import signal
 import subprocess
@@ -70,6 +74,7 @@ from gradcam_kit.grading.gradebook import (
     NbgraderSettings,
     StudentGrades,
     annotate_tests,
+    copy_assignment_files,
     read_timestamp,
     sanitize,
     test_cells,
@@ -77,6 +82,8 @@ from gradcam_kit.grading.gradebook import (
 )
 from gradcam_kit.grading.isolation import IsolationChoice, choose_isolation
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
+from gradcam_kit.grading.exploration import ExplorationReport, annotate_exploration
+from gradcam_kit.grading.fingerprint import GradingInputs
 from gradcam_kit.grading.processes import process_alive
 from gradcam_kit.grading.safe_text import encodable, shown, shown_line
 from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
@@ -223,11 +230,41 @@ def inspect_submission(course: Course, student: str) -> Submission | Problem:
     return Submission(student, path, content)
 
 
-def already_graded(folder: GradesFolder, writer: GradebookWriter, submission: Submission) -> bool:
-    """Whether results are kept for this exact notebook (same sha256) and are in the gradebook."""
-    kept = folder.load_marker(submission.student)
-    return (kept is not None and kept["grading"].get("sha256") == submission.sha256
-            and writer.has_autograded(submission.student))
+# --- staleness: whether a student's kept grade still holds (see gradcam_kit.grading.fingerprint) ---
+def why_grade(course: Course, folder: GradesFolder, writer: GradebookWriter, submission: Submission,
+              inputs: GradingInputs) -> str | None:
+    """Why ``submission`` must be graded now, in words; ``None`` when its kept grade still holds.
+
+    A kept grade holds when the results in ``grades/<student>.json`` are for this exact notebook
+    (same sha256), were graded with the same :class:`GradingInputs` (points, setup and test cells,
+    helper module, answer key, judge, weights policy), are in the gradebook, and the autograded
+    copy that formgrader reads is in place.
+    """
+    student = submission.student
+    kept = folder.load_marker(student)
+    if kept is None:
+        return "not graded yet"
+    if kept["grading"].get("sha256") != submission.sha256:
+        return "the notebook changed since it was graded"
+    changes = inputs.changes(GradingInputs.from_plain(kept["grading"].get("inputs")))
+    if changes:
+        return "; ".join(changes)
+    if not writer.has_autograded(student):
+        return "its grades are missing from the gradebook"
+    if not (course.root / "autograded" / student / ASSIGNMENT / NOTEBOOK).is_file():
+        return "its autograded copy (what formgrader shows) is missing"
+    return None
+
+
+def stale_others(folder: GradesFolder, inputs: GradingInputs, students: Sequence[str]) -> dict[str, str]:
+    """Students graded before, not among ``students``, whose kept grade came from other inputs."""
+    stale = {}
+    for student, kept in folder.all_results().items():
+        if student not in students:
+            changes = inputs.changes(GradingInputs.from_plain(kept["grading"].get("inputs")))
+            if changes:
+                stale[student] = "; ".join(changes)
+    return stale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,22 +329,25 @@ def _launch(arguments: list[str]) -> list[str]:
     return [sys.executable, *arguments]
 
 
-def judge_command(course: Course, run: JudgeRun) -> list[str]:
-    """The judge's command line for one notebook (see ``docs/design.md``)."""
+def judge_command(course: Course, run: JudgeRun, exploration: bool = False) -> list[str]:
+    """The judge's command line for one notebook (see ``docs/design.md``); ``exploration``: also run
+    the exploration cells, for formgrader."""
     return _launch([
         "-m", "pytest", str(course.autograder_dir),
         "--submission", str(run.notebook),
         "--results-json", str(run.results_path),
         "--artifacts", str(run.artifacts),
         "-q", "-p", "no:cacheprovider",
+        *(["--exploration"] if exploration else []),
     ])
 
 
-def series_command(runs: Sequence[JudgeRun], status_fd: int) -> list[str]:
+def series_command(runs: Sequence[JudgeRun], status_fd: int, exploration: bool = False) -> list[str]:
     """The judge's command line for a series of notebooks (run in the course folder), reporting each
-    notebook done on ``status_fd``."""
+    notebook done on ``status_fd``; with ``exploration`` the judge also runs the exploration cells."""
     return _launch(["-m", "autograder_tests", STATUS_FD_OPTION, str(status_fd), "--out",
-                    str(runs[0].results_path.parent), *(str(run.notebook) for run in runs)])
+                    str(runs[0].results_path.parent), *(["--exploration"] if exploration else []),
+                    *(str(run.notebook) for run in runs)])
 
 
 def judge_environment(threads: int, reference_cache: Path) -> dict[str, str]:
@@ -352,8 +392,10 @@ class JudgeRunner:
     """
 
     def __init__(self, course: Course, work: Path, timeout: float, threads: int, reference_cache: Path,
-                 isolation: str | None = None) -> None:
+                 isolation: str | None = None, exploration: bool = False) -> None:
         self.course = course
+        self.exploration = exploration
+        """Have the judges run the exploration cells too (for formgrader; grades nothing)."""
         self.work = work
         self.timeout = timeout
         self.env = judge_environment(threads, reference_cache)
@@ -490,7 +532,7 @@ class JudgeRunner:
         run = JudgeRun.planned(submission, folder)
         started = time.monotonic()
         with open(run.log, "wb") as log:
-            process = self._start(judge_command(self.course, run), log)
+            process = self._start(judge_command(self.course, run, self.exploration), log)
             if process is None:
                 emit(run.finish(None, 0.0, "not started: the grading was interrupted"))
                 return []
@@ -516,7 +558,7 @@ class JudgeRunner:
         output = folder / "judge-output.log"
         with open(output, "wb") as log:
             try:
-                process = self._start(series_command(list(runs.values()), status_write), log,
+                process = self._start(series_command(list(runs.values()), status_write, self.exploration), log,
                                       pass_fds=(status_write,))
             finally:
                 os.close(status_write)
@@ -762,6 +804,8 @@ class Recorder:
     isolation: IsolationChoice | None = None
     """The isolation level this run grades at, and why (``None``: not decided by this grader)."""
     _tp2_utils: object = None
+    inputs: GradingInputs | None = None
+    """What decides the grades of this run, kept with each student's results (see :func:`why_grade`)."""
 
     def heatmap(self, results: Mapping, artifacts: Path) -> tuple[bytes | None, str | None]:
         """The heatmap comparison PNG, or a note saying why there is none."""
@@ -815,11 +859,21 @@ class Recorder:
         notes += self.isolation_notes(results)
         graded_at = datetime.now().astimezone()
 
+        # what the exploration cells showed, for formgrader (gradcam_kit/grading/exploration.py)
+        exploration = ExplorationReport.read(run.artifacts)
+        if exploration is not None:
+            with recording("the outputs of the exploration cells"):
+                annotate_exploration(notebook, exploration)
+                notebook = encodable(notebook)
+            notes += [shown(note, 2000) for note in exploration.notes]
+
         # files for people: the autograded copy (formgrader), the artifacts, the feedback page
         autograded = self.course.root / "autograded" / student / ASSIGNMENT
         with recording("the autograded copy of the notebook"):
             annotate_tests(notebook, results, png)
             write_notebook_atomically(notebook, autograded / NOTEBOOK)
+        with recording("the helper module beside the autograded copy"):
+            copy_assignment_files(self.course, self.settings, autograded)
         if timestamp is not None:  # nbgrader's own file, copied only when it holds a timestamp
             with recording("the autograded copy of timestamp.txt"):
                 reports.write_atomically(autograded / "timestamp.txt",
@@ -850,6 +904,8 @@ class Recorder:
             "notes": notes,
             "feedback": str(self.folder.feedback(student).relative_to(self.course.root)),
             "autograded": str((autograded / NOTEBOOK).relative_to(self.course.root)),
+            "inputs": (self.inputs or GradingInputs.of(self.course)).to_plain(),
+            "exploration": {cell.grade_id: cell.status for cell in exploration.cells} if exploration else {},
         }
         with recording("the results file (the \"done\" marker)"):
             reports.write_atomically(self.folder.marker(student), json.dumps(kept, indent=2) + "\n")
@@ -916,21 +972,28 @@ def column_order(course: Course, expected: Mapping[str, float]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
-    """How one student fared in this run, for the summary table."""
+    """How one student fared in this run, for the summary table (``reason``: why it was graded)."""
 
     student: str
     status: str
     results: Mapping | None = None
+    reason: str = ""
 
 
 @dataclass
 class Plan:
-    """What this run does: the submissions to judge, and the students already settled."""
+    """What this run does: the submissions to judge, and the students already settled.
+
+    ``reasons`` says, for each student to judge, why (:func:`why_grade`, or ``--force``);
+    ``stale`` lists the students left out by ``--student`` whose kept grade is stale.
+    """
 
     todo: list[Submission]
     outcomes: list[Outcome]
     problems: list[Problem]
     found_any: bool
+    reasons: dict[str, str] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 def available_memory() -> int | None:
@@ -963,26 +1026,30 @@ def judge_timeout() -> float:
 
 
 def plan(course: Course, folder: GradesFolder, writer: GradebookWriter, students: Sequence[str] | None,
-         force: bool) -> Plan:
-    """Steps 1-3: find, read and sort out the submissions."""
+         force: bool, inputs: GradingInputs | None = None) -> Plan:
+    """Steps 1-3: find, read and sort out the submissions (``inputs``: what decides a grade now)."""
+    inputs = inputs or GradingInputs.of(course)
     names, problems = find_submissions(course, students)
     outcomes = [Outcome(p.student, f"not graded: {p.message}") for p in problems]
     todo: list[Submission] = []
+    reasons: dict[str, str] = {}
     for student in names:
         try:
             found = inspect_submission(course, student)
-            done = not isinstance(found, Problem) and not force and already_graded(folder, writer, found)
+            reason = None if isinstance(found, Problem) else why_grade(course, folder, writer, found, inputs)
         except Exception as error:  # noqa: BLE001 - one student's files must not stop the planning
-            found, done = Problem(student, f"{course.submission(student)}: cannot be read ({error})"), False
+            found, reason = Problem(student, f"{course.submission(student)}: cannot be read ({error})"), None
         if isinstance(found, Problem):
             found = Problem(student, shown_line(found.message, 600))
             problems.append(found)
             outcomes.append(Outcome(student, f"not graded: {found.message}"))
-        elif done:
+        elif reason is None and not force:
             outcomes.append(Outcome(student, "already graded (--force to regrade)", folder.load_marker(student)))
         else:
             todo.append(found)
-    return Plan(todo, outcomes, problems, bool(names or problems))
+            reasons[student] = reason or "--force"
+    stale = stale_others(folder, inputs, names) if students else {}
+    return Plan(todo, outcomes, problems, bool(names or problems), reasons, stale)
 
 
 def judge_all(todo: Sequence[Submission], runner: JudgeRunner, recorder: Recorder, workers: int) -> Iterator[Outcome]:
@@ -1054,6 +1121,7 @@ def grade_course(
     out: TextIO | None = None,
     show_paths: bool = True,
     isolation: str | None = None,
+    exploration: bool = True,
 ) -> int:
     """Grade the submissions of ``course`` (see the module docstring).
 
@@ -1079,6 +1147,9 @@ def grade_course(
         ``--isolation``: grade at this level even if it is weaker than the strongest this machine
         supports (default: the strongest, and refuse when it does not work; see
         :mod:`gradcam_kit.grading.isolation`).
+    exploration : bool
+        Also run the exploration cells (Parts 2-4, bonus) in the sandbox and show what they printed
+        and drew in the autograded copies, for formgrader (:mod:`gradcam_kit.grading.exploration`).
 
     Returns
     -------
@@ -1094,17 +1165,20 @@ def grade_course(
     folder = GradesFolder(course.grades_dir)
     settings = NbgraderSettings.of(course)
 
+    asked_workers = workers
     with GradebookWriter(settings) as writer:
         expected = writer.check_assignment()
+        inputs = GradingInputs.of(course)
         recorder = Recorder(course, folder, settings, writer, expected, column_order(course, expected),
                             Path(csv_path).resolve() if csv_path else folder.csv,
-                            read_notebook(course.release_dir / NOTEBOOK))
-        work = plan(course, folder, writer, students, force)
+                            read_notebook(course.release_dir / NOTEBOOK), inputs=inputs)
+        work = plan(course, folder, writer, students, force, inputs)
         for problem in work.problems:
             print(f"gradcam-kit grade: {problem.message}", file=sys.stderr)
         if not work.found_any:
             print(f"Nothing to grade: no {course.submitted_dir}/<student>/{ASSIGNMENT}/ folder.", file=out)
             return 0
+        print_reasons(work, sys.stderr)
 
         workers = workers or default_workers(len(work.todo))
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -1112,7 +1186,7 @@ def grade_course(
         choice = choose_isolation(isolation) if work.todo else None  # refuses before anything is graded
         recorder.isolation = choice
         runner = JudgeRunner(course, folder.work, timeout, threads, folder.reference_cache,
-                             choice.level if choice is not None else None)
+                             choice.level if choice is not None else None, exploration)
         if work.todo:
             print(f"Grading {len(work.todo)} submission(s) with {workers} worker(s)"
                   f" ({len(work.outcomes)} other(s) left as they are); {choice.describe()}.", file=sys.stderr)
@@ -1124,8 +1198,12 @@ def grade_course(
             outcomes.extend(judge_all(work.todo, runner, recorder, workers))
         except KeyboardInterrupt:
             interrupted = True
-            print("\ngradcam-kit grade: interrupted; the students graded so far are kept: "
-                  "run the same command again to grade the others.", file=sys.stderr)
+            done = {o.student for o in outcomes if o.status == "graded"}
+            remaining = [s.student for s in work.todo if s.student not in done]
+            command = resume_command(course, remaining, force, students, asked_workers, csv_path, exploration)
+            print(f"\ngradcam-kit grade: interrupted; the {len(done & set(work.reasons))} student(s) graded "
+                  f"in this run are kept. To grade the {len(remaining)} others, run:\n  {command}",
+                  file=sys.stderr)
 
         if runner.preparation_problem is not None:
             print(f"gradcam-kit grade: the reference values could not be prepared ahead "
@@ -1134,9 +1212,16 @@ def grade_course(
         recorder.write_csv()
         if kept:
             reports.write_histogram(folder.histogram, kept, ASSIGNMENT)
+        for outcome in outcomes:
+            if outcome.status == "graded":
+                outcome.reason = work.reasons.get(outcome.student, "")
         print_summary(out, outcomes, recorder, folder, course, settings, show_paths)
         if choice is not None:
             print(f"\n{choice.describe()[0].upper()}{choice.describe()[1:]}.", file=out)
+        print_exploration_problems(out, outcomes)
+        if work.stale:
+            print(f"\n{len(work.stale)} other student(s) were graded with other inputs "
+                  f"({_common_reason(work.stale)}): run `gradcam-kit grade` to regrade them.", file=out)
 
     if interrupted:
         return 130
@@ -1144,18 +1229,81 @@ def grade_course(
     return 1 if failed or work.problems else 0
 
 
+# --- what the instructor is told about the plan: why students are (re)graded, how to resume ------
+def _common_reason(reasons: Mapping[str, str]) -> str:
+    """The reason shared by the most students, and how many others there are."""
+    counts: dict[str, int] = {}
+    for reason in reasons.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    common = max(counts, key=lambda reason: counts[reason])
+    others = len(counts) - 1
+    return common + (f"; {others} other reason(s) in the summary" if others else "")
+
+
+def print_reasons(work: Plan, stream: TextIO) -> None:
+    """One line per reason for regrading students graded before (new submissions are not listed)."""
+    regraded: dict[str, list[str]] = {}
+    for student, reason in work.reasons.items():
+        if reason not in ("not graded yet", "--force"):
+            regraded.setdefault(reason, []).append(student)
+    for reason, names in regraded.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"Regrading {len(names)} student(s) ({shown}): {reason}.", file=stream)
+
+
+def resume_command(course: Course, remaining: Sequence[str], force: bool, students: Sequence[str] | None,
+                   workers: int | None, csv_path: str | Path | None, exploration: bool = True) -> str:
+    """The command that grades what an interrupted run left, and only that.
+
+    Without ``--force`` it is the same command (the students graded are skipped). With ``--force``,
+    running it again would regrade everyone; the command names the students left instead.
+    """
+    words = ["gradcam-kit", "grade", "--course", str(course.root)]
+    if force:
+        words.append("--force")
+        for student in remaining:
+            words += ["--student", student]
+    else:
+        for student in students or ():
+            words += ["--student", student]
+    if workers is not None:
+        words += ["--workers", str(workers)]
+    if csv_path is not None:
+        words += ["--csv", str(csv_path)]
+    if not exploration:
+        words.append("--no-exploration")
+    return shlex.join(words)
+
+
+def print_exploration_problems(out: TextIO, outcomes: Iterable[Outcome]) -> None:
+    """The exploration cells of this run that failed, hit a limit or were not run, by student."""
+    lines = []
+    for outcome in sorted(outcomes, key=lambda o: o.student):
+        if outcome.status != "graded" or outcome.results is None:
+            continue
+        statuses = outcome.results.get("grading", {}).get("exploration") or {}
+        bad = [f"{cell} ({status})" for cell, status in statuses.items() if status != "ran"]
+        if bad:
+            lines.append(f"  {outcome.student}: {', '.join(bad)}")
+    if lines:
+        print("\nExploration cells that did not run to the end (their messages are in the autograded "
+              "notebooks and the feedback):", file=out)
+        print("\n".join(lines), file=out)
+
+
 def print_summary(out: TextIO, outcomes: Iterable[Outcome], recorder: Recorder, folder: GradesFolder,
                   course: Course, settings: NbgraderSettings, show_paths: bool = True) -> None:
-    """The table of this run's students, then where the outputs are."""
+    """The table of this run's students (with why each was graded), then where the outputs are."""
     rows = []
     for outcome in sorted(outcomes, key=lambda o: o.student):
         score = ""
         if outcome.results is not None:
             earned, possible = reports.total(outcome.results)
             score = f"{reports.number(earned)}/{reports.number(possible)}"
-        rows.append([shown_line(outcome.student, 60), score, shown_line(outcome.status, 400)])
+        rows.append([shown_line(outcome.student, 60), score, shown_line(outcome.status, 400),
+                     shown_line(outcome.reason, 400)])
     if rows:
-        print(reports.text_table(["student", "autograded", "status"], rows), file=out)
+        print(reports.text_table(["student", "autograded", "status", "why"], rows), file=out)
     if not show_paths:
         return
     where = [

@@ -21,6 +21,7 @@ import base64
 import logging
 import os
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.reports import FILE_MODE
+from gradcam_kit.grading.reports import FILE_MODE, write_atomically
 from gradcam_kit.grading.safe_text import shown_line
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
@@ -43,6 +44,14 @@ NO_RESPONSE = "No response."
 
 class GradebookError(Exception):
     """Writing one student's grades failed; nothing of it was kept."""
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of an SQLite database URL (``sqlite:///path``), or ``None`` for another database."""
+    prefix = "sqlite:///"
+    if not db_url.startswith(prefix) or db_url[len(prefix):] in ("", ":memory:"):
+        return None
+    return Path(db_url[len(prefix):])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,9 +132,11 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
              release: NotebookNode | None = None) -> SanitizedNotebook:
     """Apply nbgrader's sanitize preprocessors to a submitted notebook.
 
-    These are the steps ``nbgrader autograde`` runs before executing a submission: clear the
-    outputs, drop duplicated cell ids, restore the kernelspec, restore the locked cells (setup,
-    tests) and the metadata of the graded cells from the gradebook, check the metadata.
+    These are the steps ``nbgrader autograde`` runs before executing a submission (as the course's
+    ``nbgrader_config.py`` sets them): clear the outputs, drop duplicated cell ids, restore the
+    kernelspec, restore the locked cells (setup, tests: ``OverwriteLockedCells``, which knows that
+    released test cells lack their hidden tests) and the metadata of the graded cells from the
+    gradebook, check the metadata.
 
     Parameters
     ----------
@@ -143,13 +154,9 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     ValueError, OSError, nbformat.ValidationError
         When the file is not a readable notebook.
     """
-    from nbgrader.preprocessors import (
-        CheckCellMetadata,
-        ClearOutput,
-        DeduplicateIds,
-        OverwriteCells,
-        OverwriteKernelspec,
-    )
+    from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteKernelspec
+
+    from gradcam_kit.autograde_plugins import OverwriteLockedCells
 
     notebook = nbformat.read(str(submission), as_version=nbformat.NO_CONVERT)
     if notebook.get("nbformat", 0) < 4:
@@ -168,7 +175,7 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     logger.propagate = False
     logger.addHandler(collector)
     try:
-        for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
+        for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteLockedCells, CheckCellMetadata):
             preprocessor = step(config=settings.config, log=logger)
             notebook, resources = preprocessor(notebook, resources)
     finally:
@@ -179,12 +186,28 @@ def sanitize(submission: Path, settings: NbgraderSettings, student: str,
     return SanitizedNotebook(notebook, remarks)
 
 
+WRAP_COLUMNS = 100
+"""Formgrader shows a traceback as preformatted text, which it neither wraps nor scrolls far: the
+judge's messages are cut into lines of at most this many characters."""
+
+
+def wrap_lines(text: str, width: int = WRAP_COLUMNS) -> list[str]:
+    """``text`` cut into lines of at most ``width`` characters, at spaces where possible, its own
+    line breaks kept (every word of it survives, in order)."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        lines += textwrap.wrap(paragraph, width, break_long_words=True, break_on_hyphens=False,
+                               replace_whitespace=False, drop_whitespace=True) or [""]
+    return lines
+
+
 def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes | None = None) -> None:
     """Show the judge's verdict as the output of each test cell (formgrader displays it).
 
-    A passed test gets a line of text; a failed one an ``AssertionError`` output carrying the
-    feedback, as the hidden test would show under ``nbgrader autograde``. The heatmap comparison,
-    when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
+    A passed test gets a line of text (and the judge's remark, if any); a failed one an
+    ``AssertionError`` output carrying the feedback, as the hidden test would show under ``nbgrader
+    autograde``, its traceback cut into lines of at most :data:`WRAP_COLUMNS` characters. The
+    heatmap comparison, when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
     """
     tests = results.get("tests", {})
     test_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and _grade_id(cell) in tests]
@@ -192,13 +215,14 @@ def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes 
         verdict = tests[_grade_id(cell)]
         points = f"{_number(verdict.get('points', 0))}/{_number(verdict.get('max_points', 0))} points"
         if verdict.get("outcome") == "passed":
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
-                                                   text=f"gradcam-kit autograder: passed ({points})\n")]
+            remark = verdict.get("feedback") or ""
+            text = f"gradcam-kit autograder: passed ({points})" + (f". {remark}" if remark else "")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(wrap_lines(text)) + "\n")]
         else:
             feedback = verdict.get("feedback") or verdict.get("outcome", "failed")
             cell.outputs = [nbformat.v4.new_output(
                 "error", ename="AssertionError", evalue=f"{feedback} ({points})",
-                traceback=[f"AssertionError: {feedback} ({points})"],
+                traceback=wrap_lines(f"AssertionError: {feedback} ({points})"),
             )]
     if heatmap_png and test_cells:
         target = next((c for c in test_cells if _grade_id(c) == "test_grad_cam"), test_cells[-1])
@@ -206,6 +230,23 @@ def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes 
             "display_data", data={"image/png": base64.b64encode(heatmap_png).decode("ascii"),
                                   "text/plain": "<heatmap: the student's beside the reference>"},
         ))
+
+
+def copy_assignment_files(course: Course, settings: NbgraderSettings, destination: Path) -> None:
+    """Copy the assignment's other files (``tp2_utils.py``) next to the autograded notebook, as
+    ``nbgrader autograde`` does: every file of the source folder but notebooks and what
+    ``CourseDirectory.ignore`` names, so that the autograded copy runs where it lies."""
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import find_all_files
+
+    ignore = list(CourseDirectory(config=settings.config).ignore) + ["*.ipynb"]
+    for name in find_all_files(str(course.source_dir), ignore):
+        source = Path(name)
+        target = destination / source.relative_to(course.source_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = source.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomically(target, data)
 
 
 def write_notebook_atomically(notebook: NotebookNode, path: Path) -> None:
@@ -257,6 +298,11 @@ class GradebookWriter:
         from nbgrader.api import Gradebook
 
         self.settings = settings
+        database = sqlite_path(settings.db_url)
+        if database is not None and not database.is_file():
+            # opening it would create an empty gradebook, which `nbgrader` then takes for a course
+            raise KitError(f"there is no gradebook at {database} yet: run `gradcam-kit release` first "
+                           "(it records the assignment, its cells and their points in the gradebook)")
         try:
             self.gradebook = Gradebook(settings.db_url, settings.course_id)
         except Exception as error:

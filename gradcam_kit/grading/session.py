@@ -378,6 +378,18 @@ class WorkerSession:
                    "layer": str(layer_name), "image": image, "class_idx": int(class_idx)}
         return self._request(function, request)
 
+    # -- exploration cells (for formgrader; see gradcam_kit/grading/exploration.py) --------------------
+    def run_cell(self, grade_id: str, code: str, source: str) -> Outcome:
+        """Run an exploration cell of the notebook in the worker, after its setup and graded cells
+        and the exploration cells run before it, under the limits of a call.
+
+        ``Outcome.value`` is ``{"outputs": [...]}``: what the cell printed and the figures it drew
+        (:mod:`gradcam_kit.grading.exploration_runtime`), also when it failed (``ok`` false,
+        ``error`` and ``failure`` as for a call). A worker lost on the way gives no outputs.
+        """
+        request = {"op": "explore", "grade_id": str(grade_id), "code": str(code), "source": str(source)}
+        return self._request(str(grade_id), request)
+
     def output_tail(self, max_chars: int = 4000) -> str:
         """The end of what the student's code printed in the current (or last) worker."""
         if self._log_path is None or not self._log_path.exists():

@@ -22,7 +22,8 @@ Start-up, in this order, before any of the student's code runs:
 5. run the setup cells and the graded cells, each compiled with the file name ``<cell ID>`` so that
    errors can be located in the student's code and nowhere else.
 
-Then it answers ``call`` and ``probe`` requests until ``bye`` or the end of the request pipe.
+Then it answers ``call`` and ``probe`` requests (and ``explore``, which runs an exploration cell:
+:mod:`gradcam_kit.grading.exploration_runtime`) until ``bye`` or the end of the request pipe.
 Global state that a call could leave behind is reset before each call (grad mode, default dtype,
 random seeds, open figures); every model argument is built afresh.
 """
@@ -47,6 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gradcam_kit.grading.exploration_runtime import run_exploration_cell
 from gradcam_kit.grading.protocol import LayerRef, ModelSpec, map_leaves, read_frame, write_frame
 
 MAX_ITEMS = 10_000
@@ -1045,7 +1047,9 @@ class Worker:
                 self._flush_streams()
                 os._exit(0)
             self._harness_cpu()
-            handler = {"call": self.call, "probe": self.probe}.get(op)
+            handler = {"call": self.call, "probe": self.probe,
+                       # an exploration cell, for formgrader (gradcam_kit/grading/exploration_runtime.py)
+                       "explore": lambda request: run_exploration_cell(self, request, CallFailure)}.get(op)
             if handler is None:
                 answer = {"ok": False, "error": f"unknown request {op!r}", "failure": "grader"}
             else:

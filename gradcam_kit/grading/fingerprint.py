@@ -1,0 +1,214 @@
+"""What decides a grade, besides the submission: recorded with each grade, compared at the next run.
+
+A student's kept results stay valid only while everything that produced them is unchanged. That is
+(:class:`GradingInputs`):
+
+* ``points``: the points of each autograded test cell of the source notebook (the one place where
+  points live);
+* ``setup and test cells``: the source notebook's setup cells (run before the student's code) and
+  test cells (the visible tests and the hidden region), and the ids of its graded cells;
+* ``helper module tp2_utils.py``: models, weights, preprocessing;
+* ``answer key``: ``solutions/*.py`` (the answer key and the reference Grad-CAM);
+* ``judge``: ``autograder_tests/`` and the kit's grading engine (:func:`engine_files`: every module
+  of ``gradcam_kit/grading/`` but :data:`OUTSIDE_GRADING`, and the EfficientNet loader);
+* ``weights``: the weights policy, ``$GRADCAM_WEIGHTS`` (for a file: its path, size and time).
+
+``gradcam-kit grade`` stores :meth:`GradingInputs.to_plain` in each student's ``grades/<student>.json``
+and regrades, without ``--force``, every student whose recorded inputs differ from the current ones;
+:meth:`GradingInputs.changes` says why in words. ``gradcam_kit.hidden`` keys its kept results by
+the same :meth:`GradingInputs.digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from gradcam_kit.course import Course
+
+__all__ = ["GradingInputs", "engine_files", "weights_policy"]
+
+WEIGHTS_ENV = "GRADCAM_WEIGHTS"
+TEST_PREFIX = "test_"
+SETUP_PREFIX = "setup_"
+OUTSIDE_GRADING = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
+                             "exploration.py", "exploration_runtime.py", "samples.py"})
+"""Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they record or show
+results, run the exploration cells for formgrader, or make sample submissions."""
+
+SETUP_AND_TESTS = "setup and test cells"
+HELPER = "helper module tp2_utils.py"
+ANSWER_KEY = "answer key"
+JUDGE = "judge"
+DIGESTS = (SETUP_AND_TESTS, HELPER, ANSWER_KEY, JUDGE)
+"""The parts of :attr:`GradingInputs.digests`, in the order :meth:`GradingInputs.changes` names them."""
+
+
+def weights_policy() -> str:
+    """The weights policy as the judge and the worker read it: ``$GRADCAM_WEIGHTS`` or ``imagenet``."""
+    return os.environ.get(WEIGHTS_ENV, "").strip() or "imagenet"
+
+
+def _policy_identity(policy: str) -> str:
+    """The policy, and for a weights file its resolved path, size and modification time."""
+    if policy in ("imagenet", "random"):
+        return policy
+    path = Path(policy).expanduser().resolve()
+    try:
+        info = path.stat()
+    except OSError:
+        return f"{path} (missing)"
+    return f"{path} ({info.st_size} bytes, modified {info.st_mtime_ns})"
+
+
+def engine_files() -> list[Path]:
+    """The kit's modules that take part in grading (see the module docstring), sorted."""
+    import gradcam_kit
+
+    package = Path(gradcam_kit.__file__).resolve().parent
+    files = [path for path in (package / "grading").glob("*.py") if path.name not in OUTSIDE_GRADING]
+    files.append(package / "efficientnet.py")
+    return sorted(path for path in files if path.is_file())
+
+
+def _digest_files(files: list[Path], root: Path | None = None) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        name = str(path.relative_to(root)) if root is not None and root in path.parents else path.name
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _cells(notebook: Path) -> list[dict[str, Any]]:
+    try:
+        document = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    cells = document.get("cells") if isinstance(document, dict) else None
+    return [cell for cell in cells if isinstance(cell, dict)] if isinstance(cells, list) else []
+
+
+def _nbgrader(cell: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = cell.get("metadata")
+    info = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def _source(cell: Mapping[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def test_points(notebook: Path) -> dict[str, float]:
+    """``test_<function> -> points`` of the autograded test cells of ``notebook``."""
+    points: dict[str, float] = {}
+    for cell in _cells(notebook):
+        info = _nbgrader(cell)
+        grade_id = str(info.get("grade_id", ""))
+        if info.get("grade") and cell.get("cell_type") == "code" and grade_id.startswith(TEST_PREFIX):
+            try:
+                points[grade_id] = float(info.get("points", 0.0))
+            except (TypeError, ValueError):
+                points[grade_id] = float("nan")
+    return points
+
+
+test_points.__test__ = False  # a helper, not a pytest test
+
+
+def _setup_and_tests_digest(notebook: Path) -> str:
+    digest = hashlib.sha256()
+    for cell in _cells(notebook):
+        info = _nbgrader(cell)
+        grade_id = str(info.get("grade_id", ""))
+        if not grade_id:
+            continue
+        digest.update(f"{grade_id}|{cell.get('cell_type')}|{bool(info.get('grade'))}|"
+                      f"{bool(info.get('solution'))}|{bool(info.get('locked'))}\0".encode())
+        if grade_id.startswith((SETUP_PREFIX, TEST_PREFIX)):
+            digest.update(_source(cell).encode("utf-8", "replace") + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GradingInputs:
+    """What decides a grade besides the submission (see the module docstring).
+
+    Attributes
+    ----------
+    points : dict
+        ``test_<function> -> points`` from the source notebook.
+    digests : dict
+        Part name (:data:`DIGESTS`) -> sha256 of its files.
+    weights : str
+        The weights policy (``imagenet``, ``random`` or a file with its size and time).
+    """
+
+    points: dict[str, float] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    weights: str = ""
+
+    @classmethod
+    def of(cls, course: Course) -> "GradingInputs":
+        """The inputs of ``course`` now, in this process's environment."""
+        judge = sorted(path for path in course.autograder_dir.rglob("*")
+                       if path.is_file() and path.suffix in (".py", ".ini") and "__pycache__" not in path.parts)
+        answer_key = sorted(course.solutions_dir.glob("*.py"))
+        digests = {
+            SETUP_AND_TESTS: _setup_and_tests_digest(course.source_notebook),
+            HELPER: _digest_files([course.helper_module] if course.helper_module.is_file() else []),
+            ANSWER_KEY: _digest_files(answer_key, course.root),
+            JUDGE: _digest_files(judge, course.root) + _digest_files(engine_files()),
+        }
+        return cls(test_points(course.source_notebook), digests, _policy_identity(weights_policy()))
+
+    # -- plain data (kept in grades/<student>.json) -----------------------------------------------
+    def to_plain(self) -> dict[str, Any]:
+        return {"points": dict(self.points), "digests": dict(self.digests), "weights": self.weights}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> "GradingInputs | None":
+        """The inputs recorded in ``data``, or ``None`` when they are absent or malformed."""
+        if not isinstance(data, dict):
+            return None
+        points, digests, weights = data.get("points"), data.get("digests"), data.get("weights")
+        if not (isinstance(points, dict) and isinstance(digests, dict) and isinstance(weights, str)):
+            return None
+        try:
+            return cls({str(k): float(v) for k, v in points.items()},
+                       {str(k): str(v) for k, v in digests.items()}, weights)
+        except (TypeError, ValueError):
+            return None
+
+    def digest(self) -> str:
+        """One sha256 of everything here."""
+        return hashlib.sha256(json.dumps(self.to_plain(), sort_keys=True).encode()).hexdigest()
+
+    # -- comparing ----------------------------------------------------------------------------------
+    def changes(self, kept: "GradingInputs | None") -> list[str]:
+        """Why results graded with ``kept`` are stale now, in words; empty when they are not.
+
+        ``None`` (nothing recorded: results of an older kit) is stale too.
+        """
+        if kept is None:
+            return ["it was graded before the kit recorded what decides a grade"]
+        reasons = []
+        if kept.points != self.points:
+            changed = [f"{name} {_points(kept.points.get(name))} → {_points(self.points.get(name))}"
+                       for name in sorted(set(kept.points) | set(self.points))
+                       if kept.points.get(name) != self.points.get(name)]
+            reasons.append(f"the points changed ({', '.join(changed)})")
+        for name in DIGESTS:
+            if kept.digests.get(name) != self.digests.get(name):
+                reasons.append(f"the {name} changed")
+        if kept.weights != self.weights:
+            reasons.append(f"the weights policy changed ({kept.weights} → {self.weights})")
+        return reasons
+
+
+def _points(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
