@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gradcam_kit.grading.feedback import StudentFailure, array_summary, fmt_shape, fmt_value, largest_error
+from gradcam_kit.grading.feedback import (StudentFailure, array_summary, fmt_shape, fmt_value, grouped_remarks,
+                                          largest_error)
 from gradcam_kit.grading.protocol import LayerRef
 
 from ._judge import HELPERS, ErrorInfo, Judge, TensorValue, as_tensor, expect_shape, returned_tensor
@@ -484,6 +485,7 @@ def check_grad_cam(judge: Judge) -> str:
     remarks: list[str] = []
     excused: list[str] = []
     substituted: list[str] = []
+    composed: list[tuple[str, str]] = []
     checked = 0
     for purpose, case in grad_cam_cases(judge.refs):
         call = call_text("grad_cam", case)
@@ -499,7 +501,7 @@ def check_grad_cam(judge: Judge) -> str:
             helper = _explained_by_helpers(judge, case, outcome)
             if helper is None:
                 if case == features_case(judge.refs):
-                    judge.save_heatmap(refs.image(case.image)[0], maps["pre_relu"], None)
+                    judge.save_heatmap(refs.image(case.image)[0], maps["pre_relu"], None, case)
                 raise StudentFailure(f"{where}`{call}` failed: {outcome.error}")
             excused.append(purpose)
             continue
@@ -507,7 +509,8 @@ def check_grad_cam(judge: Judge) -> str:
         got = result.array.astype(np.float32)
         if case == features_case(judge.refs):
             matched = min(maps, key=lambda c: map_error(got, maps[c]))
-            judge.save_heatmap(refs.image(case.image)[0], maps[matched], got if got.ndim == 2 else None)
+            judge.save_heatmap(refs.image(case.image)[0], maps[matched], got if got.ndim == 2 else None,
+                              case)
         tolerance = refs.map_tolerance(case)
         errors = {convention: map_error(got, maps[convention]) for convention in CONVENTIONS}
         best = min(errors, key=errors.get)
@@ -527,10 +530,11 @@ def check_grad_cam(judge: Judge) -> str:
                 continue
             raise StudentFailure(where + _map_mismatch(judge, case, call, got, maps, errors, tolerance))
         _check_tensor_kind(result, where, call, normalised=False)
-        remarks.append(f"{purpose[0].upper() + purpose[1:]}: your map is what your `grad_cam` gives with your "
-                       f"{', '.join(f'`{h}`' for h in helpers)}, whose errors are counted in their own tests.")
+        composed.append((purpose, f"your map is what your `grad_cam` gives with your "
+                                  f"{', '.join(f'`{h}`' for h in helpers)}, whose errors are counted in their own tests."))
         checked += 1
     _check_error_path(judge)
+    remarks += grouped_remarks(composed)
     if substituted:
         helpers = _helpers_words(_substitutable_failing(judge, "grad_cam"))
         remarks.append(f"With the grader's own {helpers} in place of yours, your `grad_cam` is right on "

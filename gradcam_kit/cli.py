@@ -3,7 +3,8 @@
 Subcommands
 -----------
 images   place the course images in ``TP2_images/`` and check them against the manifest
-release  generate the student version with nbgrader into ``release/TP2_GradCAM/``
+release  generate the student version with nbgrader into ``release/TP2_GradCAM/`` (``--bundle``:
+         also one zip for students, with the images)
 grade    grade ``submitted/*/TP2_GradCAM/TP2_GradCAM.ipynb`` into nbgrader's gradebook
 demo     release, grade a few sample submissions in a scratch course, show the results
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     release = commands.add_parser("release", help="generate release/TP2_GradCAM with nbgrader")
     _add_course(release)
+    release.add_argument("--bundle", nargs="?", const="", metavar="ZIP",
+                         help="also write the students' one-file bundle: the notebook, tp2_utils.py and the "
+                              "images, in ZIP (default: dist/TP2_GradCAM.zip)")
 
     grade = commands.add_parser("grade", help="grade the submissions into nbgrader's gradebook")
     _add_course(grade)
@@ -63,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradcam_kit.release import generate_release
 
             generate_release(course)
+            if args.bundle is not None:
+                from gradcam_kit.bundle import write_bundle
+
+                print(f"wrote the students' bundle {write_bundle(course, args.bundle or None)}")
             return 0
         if args.command == "grade":
             from gradcam_kit.grading.batch import grade_course

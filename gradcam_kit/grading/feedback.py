@@ -18,16 +18,34 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = [
+    "CONVENTION_GLOSSARY",
     "INTERNAL_ERROR",
     "StudentFailure",
     "array_summary",
     "describe_value",
     "fmt_shape",
     "fmt_value",
+    "grouped_remarks",
     "largest_error",
 ]
 
 INTERNAL_ERROR = "internal grading error — tell your instructor"
+
+CONVENTION_GLOSSARY = {
+    "pre_relu": "the activations are the output of `features` as the layer returned it (a copy made in the "
+                "forward hook, before DenseNet's in-place ReLU), and the gradient is taken with respect to them. "
+                "A forward hook that stores `output.detach().clone()` and calls `output.register_hook(...)` gives "
+                "it (captum's `LayerGradCam` too).",
+    "post_relu": "the activations are the output of `features` after the in-place ReLU, what the classifier "
+                 "uses, and the gradient is taken with respect to that rectified value. "
+                 "`torch.autograd.grad(score, output)` on the output kept by the forward hook gives it (torchcam "
+                 "too). With it, Grad-CAM at `features` is exactly CAM.",
+    "mixed": "the activations are the output after the in-place ReLU, but the gradient is the one with respect "
+             "to the output before it. A forward hook that stores `output` without a copy and calls "
+             "`output.register_hook(...)` gives it.",
+}
+"""The three Grad-CAM conventions at DenseNet's ``features``, named as the judge's feedback names them
+and as the notebook introduces them (Part 1, "Where to look inside DenseNet-121")."""
 
 
 class StudentFailure(Exception):
@@ -113,6 +131,22 @@ def describe_value(value: object) -> str:
 def _short_repr(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def grouped_remarks(remarks: Iterable[tuple[str, str]]) -> list[str]:
+    """One sentence per remark, naming every situation it was made on, in the order first seen.
+
+    ``[("ResNet-18", "right."), ("an intermediate layer", "right.")]`` gives
+    ``["On ResNet-18 and an intermediate layer: right."]``: a remark true of five cases is said once.
+    """
+    situations: dict[str, list[str]] = {}
+    for situation, remark in remarks:
+        situations.setdefault(remark, []).append(situation)
+    return [f"On {_and(where)}: {remark}" for remark, where in situations.items()]
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def join_names(names: Sequence[str]) -> str:
