@@ -276,3 +276,17 @@ def test_the_judge_rejects_every_typical_bug(judged):
             wrongly_charged[name] = (sorted(others), [bug.name for bug in bugs.values()])
     assert set(accepted) <= set(JUDGE_GAPS), accepted
     assert wrongly_charged == {}, wrongly_charged
+
+
+def test_the_judges_heatmap_says_what_it_shows(judged, course, tmp_path_factory):
+    """The feedback page's caption: the judge's ``heatmap.npz`` names the model, layer, image, class and
+    weights of its maps (read back as the page reads it)."""
+    from gradcam_kit.grading import reports
+
+    results, _ = judged["correct_0"]
+    folder = Path(results["submission"]).parent.parent / "results" / "correct_0"
+    case = reports.heatmap_case(folder / results["artifacts"]["heatmap"], course.tp2_utils.class_names())
+    assert case is not None and (case.arch, case.layer, case.image) == ("densenet121", "features",
+                                                                        "2637374064_fab14ec0b8.jpg")
+    assert case.class_name == course.tp2_utils.class_names()[case.class_idx]
+    assert case.weights == os.environ.get("GRADCAM_WEIGHTS", "random")
