@@ -13,7 +13,6 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import io
 import os
 import shutil
 import subprocess
