@@ -216,6 +216,9 @@ def judged(course, tmp_path_factory):
         plan[f"correct_{index}"] = ("correct", cells)
     for index, bugs in enumerate(pack_bugs()):
         plan[f"bugs_{index}"] = ("bugs", bugs)
+    # a helper's bug alone: the judge's remark on grad_cam, true of its five cases, is said once
+    (alone,) = [bug for bug in styles.BUGS if bug.name == "upsample_align_corners"]
+    plan["helper_bug_alone"] = ("bugs", {alone.function: alone})
     paths = []
     for name, (kind, content) in plan.items():
         cells = content if kind == "correct" else {function: bug.source for function, bug in content.items()}
@@ -297,3 +300,13 @@ def test_the_judges_heatmap_says_what_it_shows(judged, course, tmp_path_factory)
                                                                         "2637374064_fab14ec0b8.jpg")
     assert case.class_name == course.tp2_utils.class_names()[case.class_idx]
     assert case.weights == os.environ.get("GRADCAM_WEIGHTS", "random")
+
+
+def test_a_remark_true_of_every_case_is_said_once(judged):
+    """On main, the judge wrote "...: your map is what your `grad_cam` gives with your `upsample_normalize`,
+    whose errors are counted in their own tests." five times, once per case of ``grad_cam``."""
+    results, _ = judged["helper_bug_alone"]
+    feedback = results["tests"]["test_grad_cam"]["feedback"]
+    assert results["tests"]["test_grad_cam"]["outcome"] == "passed"
+    assert feedback.count("whose errors are counted in their own tests") == 1, feedback
+    assert "ResNet-18" in feedback and "an intermediate layer" in feedback
