@@ -163,6 +163,15 @@ def test_the_fetch_cell_downloads_nothing_when_the_files_are_in_place(course, fe
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_fetch_cell_says_when_it_cannot_download(course, fetch_source, tmp_path):
+    student = tmp_path / "offline"
+    student.mkdir()
+    result = run_cell(fetch_source.replace(DEFAULT_URL, "http://127.0.0.1:9/course/"), student)
+    assert result.returncode != 0
+    assert "could not download http://127.0.0.1:9/course/tp2_utils.py" in result.stderr
+    assert "put tp2_utils.py next to this notebook yourself" in result.stderr and list(student.iterdir()) == []
+
+
 def test_the_fetch_cell_accepts_the_real_course_archive(course, fetch_source, tmp_path):
     """With the course's own TP2_images.zip (when it is at hand), the cell runs unmodified but for the URL."""
     real = next((p for p in (course.root.parent / "shared" / "TP2_images.zip", course.root / "TP2_images.zip")
