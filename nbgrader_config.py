@@ -31,6 +31,17 @@ c.CourseDirectory.ignore = [
 ]
 
 # --------------------------------------------------------------------------------------------
+# The student version (nbgrader generate_assignment, which `gradcam-kit release` runs)
+# --------------------------------------------------------------------------------------------
+# A solution region inside a function (the seven graded functions) becomes nbgrader's stub, which
+# raises NotImplementedError when the function is called. A region at the top level of a cell (the
+# ungraded exploration cells of Parts 2-4 and the bonus) becomes "# YOUR CODE HERE" alone, so that
+# "Restart and Run All" works on a notebook that skips an optional part (gradcam_kit/stubs.py).
+from gradcam_kit.stubs import assignment_preprocessors  # noqa: E402
+
+c.GenerateAssignment.preprocessors = assignment_preprocessors()
+
+# --------------------------------------------------------------------------------------------
 # Execution (nbgrader validate, nbgrader autograde)
 # --------------------------------------------------------------------------------------------
 c.Execute.kernel_name = "python3"

@@ -453,7 +453,7 @@ def _save_heatmap(judge: Judge, case: Case, got: np.ndarray | None) -> None:
     maps = judge.refs.maps(case)
     matched = min(maps, key=lambda c: map_error(got, maps[c])) if got is not None else "pre_relu"
     student = got if got is not None and got.ndim == 2 else None
-    judge.save_heatmap(judge.refs.image(case.image)[0], maps[matched], student)
+    judge.save_heatmap(judge.refs.image(case.image)[0], maps[matched], student, case)
 
 
 def _returned_map(outcome: Any) -> np.ndarray | None:

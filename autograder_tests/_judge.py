@@ -34,7 +34,7 @@ from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
 from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
 
-from ._reference import Case, References
+from ._reference import Case, References, weights_policy
 from ._substitutes import SOURCES
 
 GRADED: tuple[str, ...] = GRADED_FUNCTIONS
@@ -208,11 +208,17 @@ class Judge:
             case.spec, case.layer, self.refs.image(case.image), class_idx=case.class_idx)))
 
     # -- artifacts ------------------------------------------------------------------------------
-    def save_heatmap(self, image: np.ndarray, reference: np.ndarray, student: np.ndarray | None) -> None:
-        """``heatmap.npz`` for the feedback page: ``image`` (3, H, W), ``reference`` and ``student`` (H, W)."""
+    def save_heatmap(self, image: np.ndarray, reference: np.ndarray, student: np.ndarray | None,
+                     case: Case | None = None) -> None:
+        """``heatmap.npz`` for the feedback page: ``image`` (3, H, W), ``reference`` and ``student`` (H, W),
+        and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name``, ``class_idx`` and
+        ``weights`` (the weights policy of the models)."""
         if self.artifacts_dir is None:
             return
         arrays = {"image": np.asarray(image, dtype=np.float32), "reference": np.asarray(reference, dtype=np.float32)}
+        if case is not None:
+            arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer), image_name=np.array(case.image),
+                          class_idx=np.array(int(case.class_idx)), weights=np.array(case.spec.weights or weights_policy()))
         if student is not None and student.shape == reference.shape:
             arrays["student"] = np.asarray(student, dtype=np.float32)
         try:

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "then replace release/TP2_GradCAM/ with it. On any failure release/ is left as it was "
                     "and the error says what was refused and what to do.")
     _add_course(release)
+    release.add_argument("--bundle", nargs="?", const="", metavar="ZIP",
+                         help="also write the students' one-file bundle: the notebook, tp2_utils.py and the "
+                              "images, in ZIP (default: dist/TP2_GradCAM.zip)")
 
     grade = commands.add_parser(
         "grade", help="grade the submissions into nbgrader's gradebook",
@@ -88,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradcam_kit.release import generate_release
 
             generate_release(course)
+            if args.bundle is not None:
+                from gradcam_kit.bundle import write_bundle
+
+                print(f"wrote the students' bundle {write_bundle(course, args.bundle or None)}")
             return 0
         if args.command == "grade":
             from gradcam_kit.grading.batch import grade_course

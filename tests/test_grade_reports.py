@@ -51,6 +51,58 @@ def test_feedback_page_escapes_everything_and_embeds_the_heatmap():
     assert "0 / 1" in page
 
 
+def test_feedback_page_renders_code_spans_and_keeps_escaping():
+    tests = {"test_a": {"outcome": "failed", "points": 0.0, "max_points": 1.0,
+                        "feedback": "`grad_cam(model, image, 5, model.features)` failed: `a<b>` and a lone ` here"}}
+    page = reports.feedback_html("eve", "TP2", {"tests": tests, "notes": ["the locked cell `setup_model` changed"]}, None)
+    assert "<code>grad_cam(model, image, 5, model.features)</code>" in page
+    assert "<code>a&lt;b&gt;</code>" in page and "a lone ` here" in page
+    assert "<li>the locked cell <code>setup_model</code> changed</li>" in page
+    assert "`grad_cam" not in page
+
+
+def test_feedback_page_has_no_empty_notes_section():
+    page = reports.feedback_html("eve", "TP2", {"tests": {}, "notes": []}, None)
+    assert "Notes" not in page and "none" not in page
+
+
+def test_feedback_page_explains_the_conventions_it_names():
+    remark = ("At `features` your hooks recorded the output after DenseNet's in-place ReLU (convention 'mixed'); "
+              "all three conventions are accepted.")
+    tests = {"test_register_gradcam_hooks": {"outcome": "passed", "points": 2.0, "max_points": 2.0, "feedback": remark}}
+    page = reports.feedback_html("eve", "TP2", {"tests": tests}, None)
+    assert "Words used above" in page and "<dt><code>mixed</code></dt>" in page
+    assert "<dt><code>pre_relu</code></dt>" not in page  # only the words used
+    plain = reports.feedback_html("eve", "TP2", results(test_a=(1.0, 1.0)), None)
+    assert "Words used above" not in plain
+
+
+def heatmap_npz(path, **case):
+    rng = np.random.default_rng(0)
+    np.savez(path, image=rng.normal(size=(3, 224, 224)).astype("float32"),
+             reference=rng.random((224, 224)).astype("float32"), student=rng.random((224, 224)).astype("float32"),
+             **{key: np.array(value) for key, value in case.items()})
+    return path
+
+
+def test_heatmap_caption_names_class_layer_image_and_random_weights(tmp_path):
+    names = [f"class {i}" for i in range(1000)]
+    names[162] = "beagle"
+    path = heatmap_npz(tmp_path / "heatmap.npz", arch="densenet121", layer="features",
+                       image_name="2637374064_fab14ec0b8.jpg", class_idx=162, weights="random")
+    case = reports.heatmap_case(path, names)
+    assert case == reports.HeatmapCase("densenet121", "features", "2637374064_fab14ec0b8.jpg", 162, "beagle", "random")
+    page = reports.feedback_html("eve", "TP2", results(test_a=(1.0, 1.0)), b"png", heatmap_case=case)
+    assert ("class 162 (beagle) at the layer <code>features</code> of densenet121, on the image "
+            "<code>2637374064_fab14ec0b8.jpg</code>") in page
+    assert "seeded random weights" in page
+    real = reports.feedback_html("eve", "TP2", results(test_a=(1.0, 1.0)), b"png",
+                                 heatmap_case=reports.HeatmapCase("densenet121", "features", "x.jpg", 1, "b", "imagenet"))
+    assert "seeded random weights" not in real
+    # an artifact from an older judge, without the case: no caption details, no error
+    assert reports.heatmap_case(heatmap_npz(tmp_path / "old.npz"), names) is None
+
+
 def test_feedback_page_without_heatmap_says_so():
     page = reports.feedback_html("eve", "TP2", results(test_a=(1.0, 1.0)), None)
     assert "No heatmap" in page and "data:image/png" not in page

@@ -69,8 +69,12 @@ def test_the_image_list_is_sorted_and_found_from_a_subfolder(course, tp2_utils, 
 
 def test_a_missing_images_folder_says_what_to_do(tmp_path, tp2_utils, monkeypatch):
     monkeypatch.delenv("TP2_IMAGES_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match="TP2_images.zip"):
+    with pytest.raises(FileNotFoundError, match="TP2_images.zip") as error:
         tp2_utils.find_images_dir(tmp_path)
+    message = str(error.value)
+    assert f"{tmp_path / 'TP2_images'}/ holds the .jpg and .png files" in message   # where to unzip it
+    assert "fetches the course files" in message and "TP2_IMAGES_DIR" in message
+    assert isinstance(error.value, tp2_utils.SetupError)
 
 
 # ---------------------------------------------------------------------------------- preprocessing
@@ -173,6 +177,78 @@ def test_missing_imagenet_weights_say_how_to_get_them(tp2_utils, monkeypatch, tm
         tp2_utils.load_model("densenet121", weights="imagenet")
     message = str(error.value)
     assert "GRADCAM_WEIGHTS" in message and "densenet121-a639ec97.pth" in message and "random" in message
+
+
+def test_a_setup_error_shows_in_jupyter_as_a_few_lines(tp2_utils, monkeypatch, tmp_path):
+    """IPython shows ``_render_traceback_`` instead of the traceback: the message alone, no chained cause."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("no network")))
+    with pytest.raises(tp2_utils.WeightsError) as error:
+        tp2_utils.load_model("resnet18", weights="imagenet")
+    shown = error.value._render_traceback_()
+    assert shown[0].startswith("WeightsError: the ImageNet weights of resnet18 could not be downloaded (URLError")
+    assert len(shown) <= 7 and any('choose_weights(resnet18="/path/to/resnet18-f37072fd.pth")' in line for line in shown)
+    assert error.value.__suppress_context__, "no 'During handling of the above exception' in plain Python"
+
+
+@pytest.fixture()
+def no_choice(tp2_utils, monkeypatch):
+    """No weights chosen with choose_weights, and no GRADCAM_WEIGHTS, for the test."""
+    monkeypatch.setattr(tp2_utils, "_chosen", {})
+    monkeypatch.delenv("GRADCAM_WEIGHTS", raising=False)
+
+
+def test_choose_weights_for_every_model_or_for_one(tp2_utils, no_choice, tmp_path, capsys):
+    assert tp2_utils.weights_policy("resnet18") == "imagenet"
+    tp2_utils.choose_weights("random")
+    assert "seeded random weights" in capsys.readouterr().out
+    assert tp2_utils.load_model("resnet18").weights_source == "random"
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(tp2_utils.load_model("resnet18", weights="random").state_dict(), path)
+    tp2_utils.choose_weights(resnet18=path)
+    assert tp2_utils.weights_policy("resnet18") == str(path) and tp2_utils.weights_policy("densenet121") == "random"
+    assert f"resnet18: the weights in {path}" in capsys.readouterr().out
+    assert tp2_utils.load_model("resnet18").weights_source == str(path)
+    with pytest.raises(ValueError, match="vgg16"):
+        tp2_utils.choose_weights(vgg16="random")
+    with pytest.raises(tp2_utils.WeightsError, match="nowhere.pth: no such file or folder"):
+        tp2_utils.choose_weights(densenet121=tmp_path / "nowhere.pth")
+
+
+def test_a_choice_in_the_notebook_wins_over_the_environment(tp2_utils, no_choice, monkeypatch):
+    monkeypatch.setenv("GRADCAM_WEIGHTS", "imagenet")
+    tp2_utils.choose_weights(densenet121="random")
+    assert tp2_utils.weights_policy("densenet121") == "random" and tp2_utils.weights_policy("resnet18") == "imagenet"
+
+
+def test_a_folder_of_weights_files_serves_each_model(tp2_utils, tmp_path):
+    """GRADCAM_WEIGHTS=FOLDER (or choose_weights(FOLDER)): each model's file under torchvision's name."""
+    for arch in ("densenet121", "resnet18"):
+        model = tp2_utils.load_model(arch, weights="random")
+        state = {k: v + 0.5 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        torch.save(state, tmp_path / tp2_utils.weights_file_name(arch))
+        loaded = tp2_utils.load_model(arch, weights=str(tmp_path))
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        assert torch.equal(loaded.state_dict()[key], state[key])
+    (tmp_path / tp2_utils.weights_file_name("resnet18")).unlink()
+    with pytest.raises(tp2_utils.WeightsError, match="resnet18-f37072fd.pth: no such file"):
+        tp2_utils.load_model("resnet18", weights=str(tmp_path))
+
+
+def test_a_file_for_another_model_says_to_give_each_model_its_own(tp2_utils, tmp_path):
+    path = tmp_path / "densenet.pth"
+    torch.save(tp2_utils.load_model("densenet121", weights="random").state_dict(), path)
+    with pytest.raises(tp2_utils.WeightsError, match="Each model needs its own file: tp2_utils.choose_weights"):
+        tp2_utils.load_model("resnet18", weights=str(path))
+
+
+def test_the_random_weights_notice_says_what_they_are_useless_for(course):
+    code = (f"import sys; sys.path.insert(0, {str(course.source_dir)!r}); import tp2_utils;"
+            "tp2_utils.load_model('resnet18', weights='random')")
+    notice = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert notice.startswith("NOTE: GRADCAM_WEIGHTS=random, so resnet18 has seeded random weights")  # IgnorePattern
+    assert "Parts 2 to 4 and of the bonus" in notice
 
 
 def test_an_unknown_architecture_is_refused(tp2_utils):

@@ -819,6 +819,13 @@ class Recorder:
         except Exception as error:
             return None, f"the heatmap could not be drawn ({type(error).__name__}: {error})"
 
+    def heatmap_case(self, results: Mapping, artifacts: Path) -> reports.HeatmapCase | None:
+        """What the heatmap is of (class, layer, image, weights), for its caption; ``None`` if unknown."""
+        name = (results.get("artifacts") or {}).get("heatmap") if isinstance(results.get("artifacts"), dict) else None
+        if not name or self._tp2_utils is None:
+            return None
+        return reports.heatmap_case(artifacts / name, self._tp2_utils.class_names())
+
     def record(self, run: JudgeRun) -> dict:
         """Record one finished run; returns the kept results.
 
@@ -883,7 +890,8 @@ class Recorder:
         with recording("the feedback page"):
             reports.write_atomically(
                 self.folder.feedback(student),
-                reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at),
+                reports.feedback_html(student, ASSIGNMENT, results, png, notes, graded_at,
+                                      heatmap_case=self.heatmap_case(results, run.artifacts) if png else None),
             )
 
         # the gradebook: one transaction

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = [
+    "CONVENTION_GLOSSARY",
     "INTERNAL_ERROR",
     "StudentFailure",
     "array_summary",
@@ -28,6 +29,22 @@ __all__ = [
 ]
 
 INTERNAL_ERROR = "internal grading error — tell your instructor"
+
+CONVENTION_GLOSSARY = {
+    "pre_relu": "the activations are the output of `features` as the layer returned it (a copy made in the "
+                "forward hook, before DenseNet's in-place ReLU), and the gradient is taken with respect to them. "
+                "A forward hook that stores `output.detach().clone()` and calls `output.register_hook(...)` gives "
+                "it (captum's `LayerGradCam` too).",
+    "post_relu": "the activations are the output of `features` after the in-place ReLU, what the classifier "
+                 "uses, and the gradient is taken with respect to that rectified value. "
+                 "`torch.autograd.grad(score, output)` on the output kept by the forward hook gives it (torchcam "
+                 "too). With it, Grad-CAM at `features` is exactly CAM.",
+    "mixed": "the activations are the output after the in-place ReLU, but the gradient is the one with respect "
+             "to the output before it. A forward hook that stores `output` without a copy and calls "
+             "`output.register_hook(...)` gives it.",
+}
+"""The three Grad-CAM conventions at DenseNet's ``features``, named as the judge's feedback names them
+and as the notebook introduces them (Part 1, "Where to look inside DenseNet-121")."""
 
 
 class StudentFailure(Exception):
@@ -113,11 +130,3 @@ def describe_value(value: object) -> str:
 def _short_repr(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def join_names(names: Sequence[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c`` (each name in backquotes)."""
-    quoted = [f"`{n}`" for n in names]
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return ", ".join(quoted[:-1]) + " and " + quoted[-1]

@@ -13,11 +13,14 @@ import html
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from gradcam_kit.grading.feedback import CONVENTION_GLOSSARY
 
 Results = Mapping[str, object]
 """One student's results: the judge's JSON, as a dict."""
@@ -191,19 +194,104 @@ def write_histogram(path: Path, results: Mapping[str, Results], title: str) -> N
 # ---------------------------------------------------------------------------------------------
 # Feedback page
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeatmapCase:
+    """What the heatmaps of the feedback page are of (from the judge's ``heatmap.npz``).
+
+    Attributes
+    ----------
+    arch, layer, image : str
+        The model (``densenet121``), the layer explained (``features``), the image's file name.
+    class_idx : int
+    class_name : str
+    weights : str
+        The weights policy of the models: ``imagenet``, ``random`` or a file.
+    """
+
+    arch: str
+    layer: str
+    image: str
+    class_idx: int
+    class_name: str
+    weights: str
+
+
+def heatmap_case(npz_path: Path, class_names: Sequence[str]) -> HeatmapCase | None:
+    """The case of the judge's ``heatmap.npz``, or ``None`` when the file does not say (or is unreadable)."""
+    keys = ("arch", "layer", "image_name", "class_idx", "weights")
+    try:
+        with np.load(npz_path, allow_pickle=False) as data:
+            if not all(key in data.files for key in keys):
+                return None
+            arch, layer, image, weights = (str(data[key][()]) for key in ("arch", "layer", "image_name", "weights"))
+            class_idx = int(data["class_idx"][()])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    name = class_names[class_idx] if 0 <= class_idx < len(class_names) else "?"
+    return HeatmapCase(arch, layer, image, class_idx, name, weights)
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: .4em .6em; text-align: left; vertical-align: top; }
 td.points { white-space: nowrap; }
 tr.passed td.outcome { color: #1a7f37; } tr.failed td.outcome, tr.error td.outcome { color: #c62828; }
-.feedback { white-space: pre-wrap; }
+.feedback { white-space: pre-wrap; overflow-wrap: anywhere; }
+code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
+p.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: .5em .8em; }
+dt { font-weight: bold; margin-top: .5em; }
 img { max-width: 100%; }
 """
 
 
+def text_html(text: str) -> str:
+    """Plain feedback text as HTML: escaped, with its Markdown code spans (```x```) set as code.
+
+    A backquote without its pair stays as it is.
+    """
+    pieces = str(text).split("`")
+    if len(pieces) % 2 == 0:  # an odd number of backquotes: keep the last one literally
+        pieces[-2:] = [pieces[-2] + "`" + pieces[-1]]
+    return "".join(f"<code>{html.escape(piece)}</code>" if index % 2 else html.escape(piece)
+                   for index, piece in enumerate(pieces))
+
+
+def _glossary(texts: Iterable[str]) -> str:
+    """Definitions of the conventions that the texts name (none: an empty string)."""
+    named = [name for name in CONVENTION_GLOSSARY if any(f"'{name}'" in text or f"`{name}`" in text for text in texts)]
+    if not named:
+        return ""
+    items = "".join(f"<dt><code>{name}</code></dt><dd>{text_html(CONVENTION_GLOSSARY[name])}</dd>" for name in named)
+    return ("<h2>Words used above</h2>\n<p>At the output of DenseNet's <code>features</code>, an in-place ReLU "
+            "overwrites the tensor that the layer returned, so three pairs of activations and gradient make "
+            f"sense (the notebook's Part 1 shows them); all three are accepted.</p>\n<dl>{items}</dl>\n")
+
+
+def _heatmap_html(heatmap: bytes | None, case: HeatmapCase | None) -> str:
+    if not heatmap:
+        return "<p>No heatmap could be drawn for this submission.</p>"
+    encoded = base64.b64encode(heatmap).decode("ascii")
+    if case is not None:
+        what = (f"class {case.class_idx} ({html.escape(case.class_name)}) at the layer "
+                f"<code>{html.escape(case.layer)}</code> of {html.escape(case.arch)}, on the image "
+                f"<code>{html.escape(case.image)}</code>")
+    else:
+        what = "the same class, layer and image"
+    parts = [f'<img alt="your Grad-CAM heatmap beside the reference one, on the same image" '
+             f'src="data:image/png;base64,{encoded}">',
+             f"<p>Left: the image. Middle: your Grad-CAM. Right: the reference Grad-CAM. Both are the map of "
+             f"{what}.</p>"]
+    if case is not None and case.weights == "random":
+        parts.append('<p class="warning">These maps were computed with seeded random weights '
+                     "(<code>GRADCAM_WEIGHTS=random</code>), not ImageNet ones: they check that your code computes "
+                     "Grad-CAM, but they show nothing about the image. Do not read anything into their shapes.</p>")
+    return "\n".join(parts)
+
+
 def feedback_html(student: str, assignment: str, results: Results, heatmap: bytes | None,
-                  notes: Iterable[str] = (), graded_at: datetime | None = None) -> str:
+                  notes: Iterable[str] = (), graded_at: datetime | None = None,
+                  heatmap_case: HeatmapCase | None = None) -> str:
     """A self-contained HTML page of one student's autograded results.
 
     Parameters
@@ -218,30 +306,31 @@ def feedback_html(student: str, assignment: str, results: Results, heatmap: byte
         More notes from the grader (e.g. nbgrader's remarks on edited locked cells).
     graded_at : datetime, optional
         When the grading was done.
+    heatmap_case : HeatmapCase, optional
+        What the heatmap shows (:func:`heatmap_case`), for its caption.
+
+    Feedback and notes are plain text whose Markdown code spans are shown as code; a section
+    explains the Grad-CAM conventions that they name; the notes' section is left out when empty.
     """
     escape = html.escape
     tests = results.get("tests", {})
     assert isinstance(tests, Mapping)
     earned, possible = total(results)
-    rows = []
+    rows, texts = [], []
     for name, test in tests.items():
         outcome = str(test.get("outcome", ""))
         feedback = str(test.get("feedback") or ("" if outcome == "passed" else outcome))
+        texts.append(feedback)
         css = outcome if outcome in ("passed", "failed", "error") else "failed"
         rows.append(
             f'<tr class="{css}"><td><code>{escape(name)}</code></td><td class="outcome">{escape(outcome)}</td>'
             f'<td class="points">{number(test.get("points", 0))} / {number(test.get("max_points", 0))}</td>'
-            f'<td class="feedback">{escape(feedback)}</td></tr>'
+            f'<td class="feedback">{text_html(feedback)}</td></tr>'
         )
     all_notes = [*map(str, results.get("notes", []) or []), *notes]  # type: ignore[arg-type]
-    notes_html = "".join(f"<li>{escape(n)}</li>" for n in all_notes) or "<li>none</li>"
-    if heatmap:
-        encoded = base64.b64encode(heatmap).decode("ascii")
-        picture = (f'<img alt="your Grad-CAM heatmap beside the reference one, on the same image" '
-                   f'src="data:image/png;base64,{encoded}">\n<p>Left: the image. Middle: your Grad-CAM. '
-                   f'Right: the reference Grad-CAM, for the same class, layer and image.</p>')
-    else:
-        picture = "<p>No heatmap could be drawn for this submission.</p>"
+    texts += all_notes
+    notes_html = ("<h2>Notes</h2>\n<ul>" + "".join(f"<li>{text_html(n)}</li>" for n in all_notes) + "</ul>\n"
+                  if all_notes else "")
     when = f"<p>Graded on {escape(graded_at.strftime('%Y-%m-%d %H:%M'))}.</p>" if graded_at else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -257,10 +346,8 @@ def feedback_html(student: str, assignment: str, results: Results, heatmap: byte
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
-<h2>Notes</h2>
-<ul>{notes_html}</ul>
-<h2>Your heatmap and the reference</h2>
-{picture}
+{_glossary(texts)}{notes_html}<h2>Your heatmap and the reference</h2>
+{_heatmap_html(heatmap, heatmap_case)}
 </body></html>
 """
 

@@ -2,23 +2,38 @@
 
 Everything here is given: you do not need to change this file. It holds
 
-* the weights policy (``GRADCAM_WEIGHTS``) used to build the models,
+* the weights policy used to build the models (:func:`choose_weights`, ``GRADCAM_WEIGHTS``),
 * the ImageNet preprocessing and its inverse for display,
 * the list of the course images and a robust image loader,
 * a helper that draws a heatmap over an image.
 
 The weights policy
 ------------------
-The environment variable ``GRADCAM_WEIGHTS`` chooses the weights of every model built by
-:func:`load_model`:
+:func:`load_model` builds every model with the weights chosen, for that model, by
+
+1. :func:`choose_weights`, called in the notebook (``choose_weights("random")``, or one file per
+   model: ``choose_weights(densenet121="densenet121-a639ec97.pth", resnet18="resnet18-f37072fd.pth")``);
+2. else the environment variable ``GRADCAM_WEIGHTS``;
+3. else ``imagenet``.
+
+A policy is one of
 
 ``imagenet`` (the default)
-    torchvision's ImageNet weights, downloaded once into torchvision's cache.
+    torchvision's ImageNet weights, downloaded once into torchvision's cache (about 31 MB for
+    DenseNet-121, 45 MB for ResNet-18).
 ``random``
-    a seeded, deterministic random initialisation, for offline tests. The predictions of such a
-    model mean nothing, and the module says so once per process.
+    a seeded, deterministic random initialisation, for offline tests. The predictions and the
+    heatmaps of such a model mean nothing (Parts 2 to 4 and the bonus then mean nothing either),
+    and the module says so once per model and process.
 a path to a file
-    a state dict saved with ``torch.save(model.state_dict(), path)`` (DenseNet-121 only).
+    a state dict saved with ``torch.save(model.state_dict(), path)``, e.g. torchvision's
+    ``densenet121-a639ec97.pth``; it must fit the model it is given for.
+a path to a folder
+    the folder that holds each model's file under torchvision's name (``densenet121-a639ec97.pth``,
+    ``resnet18-f37072fd.pth``), like torchvision's own cache.
+
+Errors that a student can fix (no weights, no images) are :class:`SetupError`: Jupyter shows
+their few lines of explanation instead of a long traceback.
 """
 
 from __future__ import annotations
@@ -40,7 +55,10 @@ __all__ = [
     "IMAGENET_STD",
     "WEIGHTS_ENV",
     "ImageLoadError",
+    "ImagesNotFound",
+    "SetupError",
     "WeightsError",
+    "choose_weights",
     "class_names",
     "default_device",
     "denormalize",
@@ -92,15 +110,36 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# Errors a student can fix
+# --------------------------------------------------------------------------------------------
+class SetupError(Exception):
+    """A problem of the set-up (weights, images) that the student can fix, explained in a few lines.
+
+    Jupyter (IPython) shows the message alone, without a traceback: the message says what went
+    wrong and what to do.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the error's name and its message."""
+        first, *rest = str(self).splitlines() or [""]
+        return [f"{type(self).__name__}: {first}", *rest]
+
+
+# --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
 IMAGES_DIR_ENV = "TP2_IMAGES_DIR"
 IMAGES_DIR_NAME = "TP2_images"
+IMAGES_ARCHIVE = "TP2_images.zip"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class ImageLoadError(ValueError):
     """An image file is missing, truncated or not an image at all."""
+
+
+class ImagesNotFound(SetupError, FileNotFoundError):
+    """The folder of course images cannot be found."""
 
 
 def find_images_dir(start: str | os.PathLike | None = None) -> Path:
@@ -111,22 +150,25 @@ def find_images_dir(start: str | os.PathLike | None = None) -> Path:
 
     Raises
     ------
-    FileNotFoundError
-        With instructions, when no such folder exists.
+    ImagesNotFound
+        A ``FileNotFoundError`` that says where to get the images and where to put them.
     """
     if os.environ.get(IMAGES_DIR_ENV):
         folder = Path(os.environ[IMAGES_DIR_ENV]).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"${IMAGES_DIR_ENV} points to {folder}, which is not a folder.")
+            raise ImagesNotFound(f"${IMAGES_DIR_ENV} points to {folder}, which is not a folder.")
         return folder
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / IMAGES_DIR_NAME
         if candidate.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in candidate.iterdir()):
             return candidate
-    raise FileNotFoundError(
-        f"No {IMAGES_DIR_NAME}/ folder with images was found in {here} or its parents. Unzip the "
-        f"course's TP2_images.zip next to this notebook, or set ${IMAGES_DIR_ENV} to its folder."
+    raise ImagesNotFound(
+        f"No {IMAGES_DIR_NAME}/ folder with images was found in {here} or its parents.\n"
+        f"Get {IMAGES_ARCHIVE} from the course page and unzip it next to this notebook, so that "
+        f"{here / IMAGES_DIR_NAME}/ holds the .jpg and .png files\n"
+        f"(on Colab or a JupyterHub without the course folder, run the cell that fetches the course "
+        f"files), or set ${IMAGES_DIR_ENV} to the folder that holds them."
     )
 
 
@@ -189,14 +231,78 @@ _LEGACY_DENSENET_KEY = re.compile(
 )
 
 _random_notice_given: set[str] = set()
+_chosen: dict[str | None, str] = {}
+"""What :func:`choose_weights` chose: a policy per architecture, or for all (key ``None``)."""
 
 
-class WeightsError(RuntimeError):
-    """The weights asked for by ``GRADCAM_WEIGHTS`` cannot be had."""
+class WeightsError(SetupError, RuntimeError):
+    """The weights asked for cannot be had."""
 
 
-def weights_policy() -> str:
-    """The value of ``$GRADCAM_WEIGHTS``: ``"imagenet"``, ``"random"`` or a file path."""
+def choose_weights(policy: str | os.PathLike | None = None, **per_model: str | os.PathLike) -> None:
+    """Choose the weights of the models built from now on in this notebook (or process).
+
+    Parameters
+    ----------
+    policy : str or path, optional
+        For every model: ``"imagenet"``, ``"random"``, a state-dict file or a folder of weights
+        files (see the module's docstring). ``None`` leaves the general choice as it is.
+    **per_model : str or path
+        For one model, by architecture name: ``densenet121=...``, ``resnet18=...``; wins over
+        ``policy``.
+
+    Examples
+    --------
+    >>> choose_weights("random")                                   # offline: predictions mean nothing
+    >>> choose_weights(densenet121="densenet121-a639ec97.pth",     # a file per model
+    ...                resnet18="resnet18-f37072fd.pth")
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture.
+    WeightsError
+        For a path that does not exist.
+    """
+    unknown = sorted(set(per_model) - set(_ARCHITECTURES))
+    if unknown:
+        raise ValueError(f"unknown architecture {unknown[0]!r}; choose among {sorted(_ARCHITECTURES)}")
+    choices: dict[str | None, str] = {} if policy is None else {None: _checked_policy(policy)}
+    choices.update({arch: _checked_policy(value, arch) for arch, value in per_model.items()})
+    _chosen.update(choices)
+    for arch in _ARCHITECTURES:
+        print(f"{arch}: {describe_weights(weights_policy(arch))}")
+
+
+def _checked_policy(value: str | os.PathLike, arch: str | None = None) -> str:
+    text = str(value).strip()
+    if text in ("imagenet", "random"):
+        return text
+    path = Path(text).expanduser()
+    if not path.exists():
+        for_model = f" for {arch}" if arch else ""
+        raise WeightsError(f"{path}: no such file or folder (the weights asked for{for_model}). Give the path of "
+                           "a weights file, or 'imagenet' or 'random'.")
+    return str(path.resolve())
+
+
+def describe_weights(policy: str) -> str:
+    """A policy in words, e.g. ``seeded random weights: predictions and heatmaps mean nothing``."""
+    if policy == "imagenet":
+        return "torchvision's ImageNet weights"
+    if policy == "random":
+        return ("seeded random weights: its predictions and heatmaps mean nothing, and so would the answers "
+                "of Parts 2 to 4 and of the bonus")
+    return f"the weights in {policy}"
+
+
+def weights_policy(arch: str | None = None) -> str:
+    """The weights policy of ``arch``: :func:`choose_weights`'s choice, else ``$GRADCAM_WEIGHTS``, else
+    ``"imagenet"``. Returns ``"imagenet"``, ``"random"`` or a path."""
+    if arch in _chosen:
+        return _chosen[arch]
+    if None in _chosen:
+        return _chosen[None]
     return os.environ.get(WEIGHTS_ENV, "").strip() or DEFAULT_POLICY
 
 
@@ -207,8 +313,12 @@ def default_device() -> torch.device:
 
 def imagenet_weights_file(arch: str = "densenet121") -> Path:
     """Where torchvision caches the ImageNet weights of ``arch`` (the file may not exist)."""
-    weights = _ARCHITECTURES[arch][1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights_file_name(arch)
+
+
+def weights_file_name(arch: str) -> str:
+    """torchvision's file name of the ImageNet weights of ``arch``, e.g. ``densenet121-a639ec97.pth``."""
+    return Path(_ARCHITECTURES[arch][1].url).name
 
 
 def class_names() -> list[str]:
@@ -228,7 +338,8 @@ def load_model(
     arch : {"densenet121", "resnet18"}
         The torchvision architecture.
     weights : str, optional
-        ``"imagenet"``, ``"random"`` or a state-dict path; default: ``$GRADCAM_WEIGHTS``.
+        ``"imagenet"``, ``"random"``, a state-dict file or a folder of weights files; default:
+        :func:`weights_policy` of ``arch``.
     device : torch.device or str, optional
         Where to put the model; default: the CPU.
 
@@ -237,11 +348,16 @@ def load_model(
     nn.Module
         Maps images (N, 3, 224, 224) to raw class scores (N, 1000). Its attribute
         ``weights_source`` records where the weights came from.
+
+    Raises
+    ------
+    WeightsError
+        When the weights cannot be had, with what to do about it.
     """
     if arch not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(_ARCHITECTURES)}")
     builder, imagenet_weights = _ARCHITECTURES[arch]
-    policy = weights or weights_policy()
+    policy = weights or weights_policy(arch)
 
     if policy == "random":
         with torch.random.fork_rng(devices=[]):
@@ -249,54 +365,69 @@ def load_model(
             model = builder(weights=None)
         if arch not in _random_notice_given:
             _random_notice_given.add(arch)
-            print(
-                f"NOTE: {WEIGHTS_ENV}=random, so {arch} has seeded random weights, not ImageNet ones: "
-                "its predictions and heatmaps mean nothing.",
-                file=sys.stderr,
-            )
+            print(f"NOTE: {WEIGHTS_ENV}=random, so {arch} has seeded random weights, not ImageNet ones: its "
+                  "predictions and heatmaps mean nothing (and so would the answers of Parts 2 to 4 and of the bonus).",
+                  file=sys.stderr)
     elif policy == "imagenet":
         try:
             model = builder(weights=imagenet_weights)
         except Exception as error:  # no network, a broken cache, a proxy...
-            raise WeightsError(
-                f"Could not get the ImageNet weights of {arch} ({type(error).__name__}: {error}). "
-                f"Run once with internet access so that torchvision caches them in "
-                f"{imagenet_weights_file(arch)}, or download {imagenet_weights.url} yourself and set "
-                f"{WEIGHTS_ENV}=/path/to/that/file, or set {WEIGHTS_ENV}=random for offline tests "
-                "(predictions then mean nothing)."
-            ) from error
+            raise WeightsError(_no_imagenet_weights(arch, error)) from None
     else:
+        path = Path(policy).expanduser()
+        if path.is_dir():
+            path = path / weights_file_name(arch)
         model = builder(weights=None)
-        model.load_state_dict(_read_state_dict(Path(policy).expanduser(), arch, model))
+        model.load_state_dict(_read_state_dict(path, arch, model))
 
     model.weights_source = policy
     model.eval()
     return model.to(device) if device is not None else model
 
 
+def _no_imagenet_weights(arch: str, error: Exception) -> str:
+    """What to do when the ImageNet weights of ``arch`` cannot be downloaded."""
+    cause = " ".join(f"{type(error).__name__}: {error}".split())
+    cause = cause if len(cause) <= 160 else cause[:157] + "..."
+    url = _ARCHITECTURES[arch][1].url
+    return (
+        f"the ImageNet weights of {arch} could not be downloaded ({cause}).\n"
+        f"Fix it in the cell that chooses the weights (in Setup), then run this cell again:\n"
+        f"  * with network access once, leave the choice as it is: torchvision keeps the file in "
+        f"{imagenet_weights_file(arch).parent};\n"
+        f"  * with the file {weights_file_name(arch)} (from {url}): "
+        f"tp2_utils.choose_weights({arch}=\"/path/to/{weights_file_name(arch)}\");\n"
+        f"  * with no weights at all: tp2_utils.choose_weights(\"random\"). Everything then runs, but the "
+        f"predictions and heatmaps mean nothing.\n"
+        f"Outside a notebook, set {WEIGHTS_ENV} to the file, to a folder of weights files or to 'random'."
+    )
+
+
 def _read_state_dict(path: Path, arch: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """Read a state dict for ``model`` from ``path``, with errors that name the file."""
     if not path.is_file():
         raise WeightsError(
-            f"{WEIGHTS_ENV}={path}: no such file. Use 'imagenet', 'random' or the path of a state "
-            "dict saved with torch.save(model.state_dict(), path)."
+            f"{path}: no such file (the weights of {arch}). Give the path of a state dict saved with "
+            f"torch.save(model.state_dict(), path), such as torchvision's {weights_file_name(arch)}, "
+            "or 'imagenet' or 'random'."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"{WEIGHTS_ENV}={path}: not a readable PyTorch state dict ({error}).") from error
+        raise WeightsError(f"{path}: not a readable PyTorch state dict ({error}).") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsError(f"{WEIGHTS_ENV}={path}: holds a {type(state).__name__}, not a state dict.")
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict.")
     state = {_LEGACY_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
     expected = model.state_dict().keys()
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
         raise WeightsError(
-            f"{WEIGHTS_ENV}={path}: not a {arch} state dict "
+            f"{path}: not a {arch} state dict "
             f"({len(missing)} missing keys such as {missing[:2]}, "
-            f"{len(unexpected)} unexpected keys such as {unexpected[:2]})."
+            f"{len(unexpected)} unexpected keys such as {unexpected[:2]}). Each model needs its own file: "
+            f"tp2_utils.choose_weights({arch}=\"/path/to/{weights_file_name(arch)}\")."
         )
     return state
 
