@@ -75,7 +75,7 @@ def test_a_weaker_level_when_asked_for_is_recorded_everywhere(fake_course, broke
     csv = (fake_course.grades_dir / f"{ASSIGNMENT}.csv").read_text().splitlines()
     assert csv[0].endswith(",isolation") and csv[1].endswith(f",{weaker} (below bwrap)")
     page = (fake_course.grades_dir / "feedback" / "alice.html").read_text()
-    assert f"Graded at the isolation level `{weaker}`, below the strongest" in page
+    assert f"Graded at the isolation level <code>{weaker}</code>, below the strongest" in page
 
 
 def test_asking_for_a_level_that_does_not_work_is_an_error(fake_course, broken_bwrap):
