@@ -83,10 +83,12 @@ def prepare(course_dir: Path | None, cache: Path | None) -> int:
     from gradcam_kit.course import Course
 
     from ._checks import prepare_references
-    from ._reference import CACHE_ENV, References, use_judge_threads
+    from gradcam_kit.contract import REFERENCE_CACHE_ENV
 
-    if cache is None and not os.environ.get(CACHE_ENV):
-        print(f"--prepare needs --reference-cache DIR or ${CACHE_ENV}", file=sys.stderr)
+    from ._reference import References, use_judge_threads
+
+    if cache is None and not os.environ.get(REFERENCE_CACHE_ENV):
+        print(f"--prepare needs --reference-cache DIR or ${REFERENCE_CACHE_ENV}", file=sys.stderr)
         return 2
     use_judge_threads()
     started = time.perf_counter()

@@ -29,33 +29,13 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gradcam_kit.contract import CALLS, helpers_of, weights_policy
 from gradcam_kit.grading.feedback import StudentFailure, describe_value, fmt_shape
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
 from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
 
-from ._reference import Case, References, weights_policy
+from ._reference import Case, References
 from ._substitutes import SOURCES
-
-GRADED: tuple[str, ...] = GRADED_FUNCTIONS
-"""The seven graded functions, in notebook order."""
-
-CALLS: Mapping[str, tuple[str, ...]] = {
-    "grad_cam": ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize"),
-    "show_grad_cam": ("top_and_least", "grad_cam"),
-}
-"""The graded functions that each graded function calls directly (the others call none)."""
-
-
-def helpers_of(name: str) -> tuple[str, ...]:
-    """The graded functions that ``name`` calls, directly or not, callers before their callees."""
-    found: list[str] = []
-    for helper in CALLS.get(name, ()):
-        for item in (helper, *helpers_of(helper)):
-            if item not in found:
-                found.append(item)
-    return tuple(found)
-
 
 RETRIED_FAILURES = frozenset({"killed", "lost", "crash", "grader"})
 """Failures of the worker itself, not of a Python exception in the student's code: a call that

@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradcam_kit.contract import REFERENCE_CACHE_ENV, weights_policy
 from gradcam_kit.course import Course, load_module_from
 from gradcam_kit.grading.models import CONTRAST_DOMINANT_CLASS, build_model
 from gradcam_kit.grading.protocol import ModelSpec
-from gradcam_kit.grading.reference_cache import CACHE_ENV, wait_for_preparation
+from gradcam_kit.grading.reference_cache import wait_for_preparation
 
 U32 = 2.0**-24
 """float32 unit roundoff."""
@@ -148,10 +149,6 @@ def use_judge_threads() -> None:
     torch.set_num_threads(1)
 
 
-def weights_policy() -> str:
-    return os.environ.get("GRADCAM_WEIGHTS", "").strip() or "imagenet"
-
-
 # ------------------------------------------------------------------------------------------------
 # the disk cache
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +225,7 @@ class References:
     def __init__(self, course: Course, cache_dir: Path | None = None) -> None:
         self.course = course
         self._memory = _CACHE.setdefault((str(course.root), weights_policy()), {})
-        folder = cache_dir or (Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else None)
+        folder = cache_dir or (Path(os.environ[REFERENCE_CACHE_ENV]) if os.environ.get(REFERENCE_CACHE_ENV) else None)
         self._disk = DiskCache(Path(folder), fingerprint(course)) if folder else None
         self._waited = False
         self.computed: list[tuple] = []

@@ -24,12 +24,13 @@ from typing import Iterator
 
 import pytest
 
+from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.course import Course
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.grading.session import WorkerSession
 
 from ._checks import CHECKS
-from ._judge import GRADED, Judge
+from ._judge import Judge
 from ._reference import References, use_judge_threads
 from ._results import ResultsRecorder
 
@@ -55,9 +56,9 @@ def points_from_source(notebook: Path) -> dict[str, float]:
     for cell in document.get("cells", []):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         grade_id = meta.get("grade_id", "")
-        if meta.get("grade") and grade_id.startswith("test_") and grade_id[len("test_"):] in GRADED:
+        if meta.get("grade") and grade_id.startswith("test_") and grade_id[len("test_"):] in GRADED_FUNCTIONS:
             points[grade_id] = float(meta.get("points", 0.0))
-    missing = [f"test_{name}" for name in GRADED if f"test_{name}" not in points]
+    missing = [f"test_{name}" for name in GRADED_FUNCTIONS if f"test_{name}" not in points]
     if missing:
         raise pytest.UsageError(f"the source notebook {notebook} has no graded test cell {missing}")
     return points

@@ -38,7 +38,7 @@ os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 from gradcam_kit.course import Course  # noqa: E402
 from gradcam_kit.grading import mutant_verdicts, mutator  # noqa: E402
 from gradcam_kit.grading.judge_runs import failed_tests, run_judges  # noqa: E402
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS  # noqa: E402
+from gradcam_kit.contract import GRADED_FUNCTIONS  # noqa: E402
 from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells  # noqa: E402
 
 

@@ -12,7 +12,7 @@
   touches anything, it refuses to autograde a student that ``gradcam-kit grade`` has graded: plain
   nbgrader would run the submission outside the sandbox, delete the kit's autograded copy and
   replace its grades. The refusal names the students and the two ways on (``gradcam-kit grade
-  --student ID --force``, or :data:`ALLOW_ENV` ``=1`` to let nbgrader replace the kit's grades).
+  --student ID --force``, or :data:`ALLOW_PLAIN_AUTOGRADE_ENV` ``=1`` to let nbgrader replace the kit's grades).
   formgrader shows the message in its error dialog; the command line prints it and exits with 1.
 
 And to ``nbgrader generate_feedback``: :class:`ClearHiddenTestsFromFeedback` keeps the hidden tests
@@ -32,10 +32,10 @@ from nbconvert.exporters import NotebookExporter
 from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, OverwriteCells
 from traitlets import List
+from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV
 
-__all__ = ["ALLOW_ENV", "ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
+__all__ = ["ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
 
-ALLOW_ENV = "GRADCAM_ALLOW_PLAIN_AUTOGRADE"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRADES_FOLDER = "grades"
 MAX_NAMES = 10
@@ -93,7 +93,7 @@ class KitGradesGuard(NotebookExporter):
         super().__init__(*args, **kwargs)
         converter = kwargs.get("parent")
         coursedir = getattr(converter, "coursedir", None)
-        if coursedir is None or os.environ.get(ALLOW_ENV, "").strip() == "1":
+        if coursedir is None or os.environ.get(ALLOW_PLAIN_AUTOGRADE_ENV, "").strip() == "1":
             return
         pattern = coursedir.format_path(coursedir.submitted_directory, coursedir.student_id,
                                         coursedir.assignment_id)
@@ -114,7 +114,7 @@ class KitGradesGuard(NotebookExporter):
             f"button runs) would run that code outside it and replace those grades and the autograded "
             f"notebooks. Nothing was changed. To grade {'it' if len(graded) == 1 else 'them'} "
             f"again, run in the course folder: gradcam-kit grade {students} --force. To let plain nbgrader "
-            f"replace the kit's grades anyway, set {ALLOW_ENV}=1 in the environment of this command (or of "
+            f"replace the kit's grades anyway, set {ALLOW_PLAIN_AUTOGRADE_ENV}=1 in the environment of this command (or of "
             f"the Jupyter server that runs formgrader)."
         )
         log = getattr(converter, "log", None)

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from gradcam_kit.contract import WEIGHTS_ENV
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, Course
 from gradcam_kit.errors import KitError
 
-WEIGHTS_ENV = "GRADCAM_WEIGHTS"
 DEMO_MARK = ".gradcam-kit-demo"
 COPIED = (CONFIG_FILE, "source", "solutions", "autograder_tests", "TP2_images")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", ".pytest_cache")

@@ -40,14 +40,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gradcam_kit.contract import HIDDEN_CACHE_ENV, REFERENCE_CACHE_ENV, judge_timeout
 from gradcam_kit.course import CONFIG_FILE, NOTEBOOK
-from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 
 __all__ = ["run_hidden_test", "locate_notebook", "judge_results"]
 
-TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
-CACHE_ENV = "GRADCAM_HIDDEN_CACHE"
-DEFAULT_TIMEOUT_S = 900.0
 
 # Results already computed in this process (the kernel), by key: a crash is remembered too, so
 # that a failing judge is not started again by each of the seven cells.
@@ -136,7 +133,7 @@ def cache_dir() -> Path:
     ``$GRADCAM_HIDDEN_CACHE`` when set, else ``<temporary folder>/gradcam-kit-hidden-<uid>``.
     """
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    chosen = os.environ.get(CACHE_ENV, "").strip()
+    chosen = os.environ.get(HIDDEN_CACHE_ENV, "").strip()
     folder = Path(chosen) if chosen else Path(tempfile.gettempdir()) / f"gradcam-kit-hidden-{uid}"
     folder.mkdir(mode=0o700, parents=bool(chosen), exist_ok=True)
     info = folder.lstat()
@@ -173,7 +170,7 @@ def _checked(result: dict | str) -> dict:
 
 def _run_judge(root: Path, content: bytes) -> dict | str:
     """Run the judge on a copy of the notebook; the results, or why there are none."""
-    timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    timeout = judge_timeout()
     work = Path(tempfile.mkdtemp(prefix="gradcam-kit-judge-"))
     try:
         copy = work / NOTEBOOK

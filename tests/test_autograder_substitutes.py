@@ -2,7 +2,7 @@
 
 * each substitute (``autograder_tests/_substitutes.py``), compiled as the worker compiles it, agrees
   with the answer key (``solutions/answer_key.py``) on random inputs and on DenseNet-121;
-* every helper that a graded function calls (``_judge.CALLS``, the one place for that fact) has a
+* every helper that a graded function calls (``contract.CALLS``, the one place for that fact) has a
   substitute, and ``helpers_of`` follows the calls;
 * the error of a call made with substitutes never leaves ``Judge.call``: the student's code could
   have read the grader's code during that call.
@@ -24,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder_tests import _judge, _substitutes  # noqa: E402
+from gradcam_kit import contract  # noqa: E402
 from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References  # noqa: E402
 from gradcam_kit.grading.feedback import StudentFailure  # noqa: E402
 from gradcam_kit.grading.session import Outcome  # noqa: E402
@@ -44,12 +45,12 @@ def refs(course, tmp_path_factory, one_thread) -> References:
 
 
 def test_every_helper_called_has_a_substitute_and_nothing_else_does():
-    called = {helper for helpers in _judge.CALLS.values() for helper in helpers}
+    called = {helper for helpers in contract.CALLS.values() for helper in helpers}
     assert called == set(_substitutes.SOURCES)
-    assert set(_judge.CALLS) | called <= set(_judge.GRADED)
-    assert _judge.helpers_of("show_grad_cam") == ("top_and_least", "grad_cam", "register_gradcam_hooks",
+    assert set(contract.CALLS) | called <= set(contract.GRADED_FUNCTIONS)
+    assert contract.helpers_of("show_grad_cam") == ("top_and_least", "grad_cam", "register_gradcam_hooks",
                                                   "channel_weights", "weighted_cam", "upsample_normalize")
-    assert _judge.helpers_of("channel_weights") == ()
+    assert contract.helpers_of("channel_weights") == ()
 
 
 def test_pure_substitutes_agree_with_the_answer_key(refs):
@@ -124,7 +125,7 @@ def test_the_error_of_a_call_with_substitutes_stays_in_the_judge(refs):
 def test_broken_follows_the_calls(refs):
     """A helper is broken when its own test fails or a helper it calls is broken; the substitutes
     of a function are exactly its broken helpers."""
-    verdicts = {name: True for name in _judge.GRADED}
+    verdicts = {name: True for name in contract.GRADED_FUNCTIONS}
     verdicts["register_gradcam_hooks"] = False
     def check(ok: bool):
         def run(judge) -> str:

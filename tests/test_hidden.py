@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gradcam_kit.contract import HIDDEN_CACHE_ENV
 from gradcam_kit import hidden
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
@@ -33,7 +34,7 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
 def private_cache(tmp_path, monkeypatch) -> Path:
     """Each test gets its own folder of kept results, and an empty memo."""
     folder = tmp_path / "hidden-cache"
-    monkeypatch.setenv(hidden.CACHE_ENV, str(folder))
+    monkeypatch.setenv(HIDDEN_CACHE_ENV, str(folder))
     monkeypatch.setattr(hidden, "_memo", {})
     return folder
 

@@ -21,7 +21,7 @@ from gradcam_kit.grading import mutator
 from gradcam_kit.grading.mutant_verdicts import EQUIVALENT, judged
 from gradcam_kit.grading.mutation_operators import OPERATORS
 from gradcam_kit.grading.judge_runs import failed_tests, run_judges
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
+from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells
 
 SAMPLE_OPERATORS = {"register_gradcam_hooks": "hook", "channel_weights": "reduction", "weighted_cam": "relu_moved",

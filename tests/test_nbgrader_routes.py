@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gradcam_kit.autograde_plugins import ALLOW_ENV
+from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV as ALLOW_ENV
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.gradebook import NbgraderSettings

@@ -19,7 +19,7 @@ import pytest
 from gradcam_kit.course import ASSIGNMENT, HELPER_MODULE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading.gradebook import load_nbgrader_config
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
+from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.leaks import (
     NbgraderMarkers,
     find_leaks,

@@ -25,7 +25,7 @@ import pytest
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.grading.sandbox import available_isolation
 from gradcam_kit.grading.session import WorkerSession
-from gradcam_kit.grading.zygote import ZYGOTE_ENV
+from gradcam_kit.contract import ZYGOTE_ENV
 from hostile import notebooks
 
 pyseccomp = pytest.importorskip("pyseccomp")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS, SourceNotebookError, read_submission
+from gradcam_kit.contract import GRADED_FUNCTIONS
+from gradcam_kit.grading.notebook import SourceNotebookError, read_submission
 from hostile import cases, notebooks
 
 

@@ -13,7 +13,8 @@ import pytest
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.grading.sandbox import available_isolation
 from gradcam_kit.grading.session import WorkerSession
-from gradcam_kit.grading.zygote import ZYGOTE_ENV, ZygoteChild
+from gradcam_kit.contract import ZYGOTE_ENV
+from gradcam_kit.grading.zygote import ZygoteChild
 from hostile import notebooks
 
 pytestmark = pytest.mark.skipif("bwrap" not in available_isolation(),

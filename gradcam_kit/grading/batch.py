@@ -65,6 +65,8 @@ from typing import Iterable, Iterator, Mapping, Sequence, TextIO
 
 import nbformat
 
+from gradcam_kit.contract import ISOLATION_ENV, REFERENCE_CACHE_ENV, judge_timeout
+from gradcam_kit.fsutil import process_alive
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading import reports
@@ -84,15 +86,10 @@ from gradcam_kit.grading.isolation import IsolationChoice, choose_isolation
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.exploration import ExplorationReport, annotate_exploration
 from gradcam_kit.grading.fingerprint import GradingInputs
-from gradcam_kit.grading.processes import process_alive
 from gradcam_kit.grading.safe_text import encodable, shown, shown_line
-from gradcam_kit.grading.reference_cache import CACHE_ENV as REFERENCE_CACHE_ENV
 from gradcam_kit.grading.reference_cache import PREPARING
-from gradcam_kit.grading.sandbox import ISOLATION_ENV
 from gradcam_kit.progress import ProgressBar
 
-TIMEOUT_ENV = "GRADCAM_JUDGE_TIMEOUT"
-DEFAULT_TIMEOUT_S = 900.0
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: Memory to plan for each judge and its sandboxed worker (see benchmarks/grading.py).
 MEMORY_PER_WORKER = 2 * 2**30
@@ -1022,15 +1019,6 @@ def default_workers(jobs: int) -> int:
     if memory is not None:
         workers = min(workers, memory // MEMORY_PER_WORKER)
     return max(1, workers)
-
-
-def judge_timeout() -> float:
-    """Seconds per judge: ``$GRADCAM_JUDGE_TIMEOUT`` or the default."""
-    value = os.environ.get(TIMEOUT_ENV, "").strip()
-    try:
-        return float(value) if value else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise KitError(f"${TIMEOUT_ENV}={value!r} is not a number of seconds") from None
 
 
 def plan(course: Course, folder: GradesFolder, writer: GradebookWriter, students: Sequence[str] | None,

@@ -95,7 +95,7 @@ def _read_cells(path: Path) -> list[dict[str, Any]]:
 
 def exploration_ids(source_notebook: Path, functions: Iterable[str]) -> list[str]:
     """The ids of the exploration cells of the source notebook, in order (module docstring)."""
-    from gradcam_kit.grading.notebook import SETUP_PREFIX
+    from gradcam_kit.contract import SETUP_PREFIX
 
     functions = set(functions)
     ids = []
@@ -111,7 +111,8 @@ def exploration_ids(source_notebook: Path, functions: Iterable[str]) -> list[str
 def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[ExplorationCell], list["CellReport"]]:
     """The exploration cells to run, and a report for each one that cannot run (missing, not a
     code cell, duplicated, not Python)."""
-    from gradcam_kit.grading.notebook import GRADED_FUNCTIONS, _compile_cell
+    from gradcam_kit.contract import GRADED_FUNCTIONS
+    from gradcam_kit.grading.notebook import _compile_cell
 
     ids = exploration_ids(source_notebook, GRADED_FUNCTIONS)
     try:
@@ -317,7 +318,7 @@ def run_exploration(session: "WorkerSession", submission: Path, source_notebook:
             status = "failed"
         message = "" if outcome.ok else safe_text(outcome.error or outcome.failure or "unknown", 2000)
         reports[cell.grade_id] = CellReport(cell.grade_id, status, message, outputs, outcome.seconds)
-    from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
+    from gradcam_kit.contract import GRADED_FUNCTIONS
 
     order = exploration_ids(source_notebook, GRADED_FUNCTIONS)
     return ExplorationReport([reports[grade_id] for grade_id in order if grade_id in reports])

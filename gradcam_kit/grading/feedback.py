@@ -13,7 +13,7 @@ The helpers below format the recurring pieces, so that every test words them the
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 

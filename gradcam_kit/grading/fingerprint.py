@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from gradcam_kit.contract import SETUP_PREFIX, TEST_PREFIX, weights_policy
 from gradcam_kit.course import Course
 
-__all__ = ["GradingInputs", "engine_files", "weights_policy"]
+__all__ = ["GradingInputs", "engine_files"]
 
-WEIGHTS_ENV = "GRADCAM_WEIGHTS"
-TEST_PREFIX = "test_"
-SETUP_PREFIX = "setup_"
 OUTSIDE_GRADING = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
                              "exploration.py", "exploration_runtime.py", "samples.py"})
 """Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they record or show
@@ -46,11 +43,6 @@ ANSWER_KEY = "answer key"
 JUDGE = "judge"
 DIGESTS = (SETUP_AND_TESTS, HELPER, ANSWER_KEY, JUDGE)
 """The parts of :attr:`GradingInputs.digests`, in the order :meth:`GradingInputs.changes` names them."""
-
-
-def weights_policy() -> str:
-    """The weights policy as the judge and the worker read it: ``$GRADCAM_WEIGHTS`` or ``imagenet``."""
-    return os.environ.get(WEIGHTS_ENV, "").strip() or "imagenet"
 
 
 def _policy_identity(policy: str) -> str:

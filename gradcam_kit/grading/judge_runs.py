@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from gradcam_kit.contract import WEIGHTS_ENV
 from gradcam_kit.course import Course
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 
@@ -74,7 +75,7 @@ def run_judges(course: Course, notebooks: Sequence[Path], out: Path, cache: Path
         The judges' environment (default: this process's, with ``GRADCAM_WEIGHTS=random`` unless set).
     """
     environment = dict(env if env is not None else os.environ)
-    environment.setdefault("GRADCAM_WEIGHTS", "random")
+    environment.setdefault(WEIGHTS_ENV, "random")
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     run = JudgeRun()

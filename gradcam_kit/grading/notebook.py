@@ -31,28 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gradcam_kit.contract import GRADED_FUNCTIONS, SETUP_PREFIX
 from gradcam_kit.errors import KitError
 
 __all__ = [
-    "GRADED_FUNCTIONS",
     "ProgramCell",
     "SourceNotebookError",
     "SubmissionProgram",
     "read_submission",
 ]
 
-GRADED_FUNCTIONS: tuple[str, ...] = (
-    "register_gradcam_hooks",
-    "channel_weights",
-    "weighted_cam",
-    "upsample_normalize",
-    "grad_cam",
-    "top_and_least",
-    "show_grad_cam",
-)
-"""The seven graded functions, in notebook order (design.md, "The notebook's cell contract")."""
-
-SETUP_PREFIX = "setup_"
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 """A submission bigger than this is not read (notebooks with many large outputs stay far below)."""
 

@@ -1,7 +1,7 @@
 """The judges' shared cache of reference values: where it is, and how a judge waits for it to fill.
 
 The judge (``autograder_tests/_reference.py``) keeps the reference arrays it computes in a folder
-given by ``--reference-cache`` or :data:`CACHE_ENV`. ``gradcam-kit grade`` points every judge at
+given by ``--reference-cache`` or ``$GRADCAM_REFERENCE_CACHE``. ``gradcam-kit grade`` points every judge at
 ``grades/.reference-cache/`` and fills it once, with ``python -m autograder_tests --prepare``,
 while the judges start; during that time the folder holds a :data:`PREPARING` file with the pid of
 the process filling it, and a judge that misses a value waits (:func:`wait_for_preparation`) rather
@@ -14,9 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from gradcam_kit.grading.processes import process_alive
+from gradcam_kit.fsutil import process_alive
 
-CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 PREPARING = ".preparing"
 POLL_SECONDS = 0.1
 

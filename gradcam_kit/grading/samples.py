@@ -28,7 +28,7 @@ from nbformat import NotebookNode
 
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.notebook import GRADED_FUNCTIONS
+from gradcam_kit.contract import GRADED_FUNCTIONS
 
 __all__ = [
     "ALL_TESTS",

@@ -61,6 +61,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from gradcam_kit.contract import BWRAP_ENV
 from gradcam_kit.grading.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_command
 
 __all__ = [
@@ -94,11 +95,6 @@ FONT_CACHE_IN_SANDBOX = f"{SANDBOX_HOME}/.fontlist.json"
 UID_RANGE = range(0x60000000, 0x70000000)
 """The uids leased to workers, each once (no account needs to exist for them): far above the ranges
 that systems give to accounts and to containers' subordinate uids."""
-ISOLATION_ENV = "GRADCAM_ISOLATION"
-"""The isolation level a worker session must use, set by ``gradcam-kit grade`` for its judges: a
-session that cannot have it fails as a grader fault instead of using another."""
-BWRAP_ENV = "GRADCAM_BWRAP"
-"""The bubblewrap program to use (default: ``bwrap`` on the ``PATH``)."""
 
 
 def describe_bytes(count: float) -> str:

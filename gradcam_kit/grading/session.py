@@ -35,10 +35,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from gradcam_kit.contract import ISOLATION_ENV
+from gradcam_kit.contract import weights_policy
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.grading.protocol import FrameReader, LayerRef, ModelSpec, ProtocolError, map_leaves, pack_frame
 from gradcam_kit.grading.sandbox import (
-    ISOLATION_ENV,
     ISOLATION_LEVELS,
     Limits,
     SandboxPaths,
@@ -55,7 +56,7 @@ from gradcam_kit.grading.sandbox import (
 from gradcam_kit.grading.syscalls import filter_fd
 from gradcam_kit.grading.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
 
-__all__ = ["ISOLATION_ENV", "LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
+__all__ = ["LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
 
 _KILL_WAIT = 10.0
 SYSTEM_FOLDERS = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev")
@@ -221,7 +222,7 @@ class WorkerSession:
             if isolation is not None and isolation not in available:
                 raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
             self.isolation_level = isolation or available[0]
-        policy = weights or os.environ.get("GRADCAM_WEIGHTS", "").strip() or "imagenet"
+        policy = weights or weights_policy()
         if policy not in ("imagenet", "random"):
             policy = str(Path(policy).expanduser().resolve())
         self.weights = policy

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from gradcam_kit.contract import ZYGOTE_ENV
 from gradcam_kit.grading.syscalls import filter_fd
 
-ZYGOTE_ENV = "GRADCAM_WORKER_ZYGOTE"
 _ANSWER_SECONDS = 30.0
 """How long the zygote may take to answer a request (it may be cleaning up after a worker)."""
 
