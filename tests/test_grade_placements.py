@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 
 from gradcam_kit.course import Course
-from gradcam_kit.grading.sandbox import available_isolation
+from gradcam_kit.host.isolation import available_isolation
 from gradcam_kit.grading.samples import release_notebook, solution_notebook
 from test_grade_helpers import REPO_ROOT, kit_env
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.sandbox import available_isolation
-from gradcam_kit.grading.session import WorkerSession
+from gradcam_kit.host.isolation import available_isolation
+from gradcam_kit.host.session import WorkerSession
 from hostile import notebooks
 
 SPY = '''

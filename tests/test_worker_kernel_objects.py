@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.sandbox import available_isolation
-from gradcam_kit.grading.session import WorkerSession
+from gradcam_kit.host.isolation import available_isolation
+from gradcam_kit.host.session import WorkerSession
 from gradcam_kit.contract import ZYGOTE_ENV
 from hostile import notebooks
 
@@ -207,7 +207,7 @@ def test_the_process_level_denies_kernel_objects_it_cannot_isolate(student, keys
 @pytest.mark.parametrize("level", available_isolation())
 def test_the_filter_denies_what_docker_denies(course, tmp_path, level):
     """Every call of the filter's list fails with EPERM inside a worker, at every level."""
-    from gradcam_kit.grading.syscalls import DENIED
+    from gradcam_kit.worker.syscalls import DENIED
 
     names = {}
     for name in DENIED:

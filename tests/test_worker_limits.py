@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import Limits, ModelSpec, WorkerSession
+from gradcam_kit.host.session import Limits, ModelSpec, WorkerSession
 from hostile import cases, notebooks
 
 RESTARTING = {"exit", "crash", "timeout", "cpu", "memory", "output", "processes"}

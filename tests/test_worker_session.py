@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradcam_kit.grading.models import build_model
+from gradcam_kit.worker.models import build_model
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import LayerRef, ModelSpec, WorkerSession
+from gradcam_kit.host.session import LayerRef, ModelSpec, WorkerSession
 from hostile import cases, notebooks
 
 EXTRAS = '''

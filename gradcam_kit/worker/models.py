@@ -1,6 +1,6 @@
 """The models of the grader, built identically by the judge and by the worker.
 
-``build_model(spec)`` is the one place where a :class:`~gradcam_kit.grading.protocol.ModelSpec`
+``build_model(spec)`` is the one place where a :class:`~gradcam_kit.wire.frames.ModelSpec`
 becomes a module. It is deterministic: the same spec gives the same weights in any process (the
 ``random`` weights policy of ``tp2_utils`` is seeded, and so is the contrast head below), so the
 judge can compute its reference on its own copy and compare it with what the student's function
@@ -31,7 +31,7 @@ import inspect
 import sys
 from types import ModuleType
 
-from gradcam_kit.grading.protocol import ModelSpec
+from gradcam_kit.wire.frames import ModelSpec
 
 __all__ = [
     "ARCHITECTURES",

@@ -1,4 +1,4 @@
-"""Plain-data messages between the judge and the worker.
+"""Plain-data frames between the grader and the worker: what may cross, and how it is laid out.
 
 Nothing of the student's making is ever unpickled: a message is a JSON document plus numpy arrays
 stored as ``.npy`` bytes and read back with ``np.load(..., allow_pickle=False)``.
@@ -68,7 +68,7 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model for the worker to build afresh for one call (see :mod:`gradcam_kit.grading.models`).
+    """A model for the worker to build afresh for one call (see :mod:`gradcam_kit.worker.models`).
 
     Parameters
     ----------
@@ -79,7 +79,7 @@ class ModelSpec:
         means the session's weights policy (``$GRADCAM_WEIGHTS`` of the judge).
     head : {None, "contrast"}
         ``"contrast"`` replaces the classifier by the deterministic head of
-        :func:`gradcam_kit.grading.models.contrast_head` (a class that dominates the softmax).
+        :func:`gradcam_kit.worker.models.contrast_head` (a class that dominates the softmax).
     """
 
     arch: str = "densenet121"

@@ -10,7 +10,7 @@ backend would show it:
   not a figure are kept as their ``repr``;
 * nothing else: no HTML, no JavaScript, no rich representation of any kind.
 
-The cell runs under the limits of a call (``Worker._run_student``: the CPU budget, and the session's
+The cell runs under the limits of a call (``Worker.run_student``: the CPU budget, and the session's
 wall clock). The answer is plain data for :mod:`gradcam_kit.grading.exploration`, which checks it
 again: ``{"ok", "error", "failure", "seconds", "value": {"outputs": [...]}}`` with outputs
 ``{"kind": "text", "name": "stdout" | "stderr", "text": str}`` or ``{"kind": "png", "data": uint8
@@ -29,14 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # for the annotations only: the worker imports this module
-    from gradcam_kit.grading.worker import Worker
+from gradcam_kit.wire.messages import Answer, ExploreRequest, Failure, StudentError, running_event
+from gradcam_kit.worker.failures import CELL_PREFIX, CallFailure
+
+if TYPE_CHECKING:  # for the annotations only: the runtime imports this module
+    from gradcam_kit.worker.runtime import Worker
 
 MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 12
 MAX_PNG_BYTES = 2 * 2**20
 DPI = 72
-CELL_PREFIX = "<cell "
 
 
 class Capture:
@@ -138,18 +140,15 @@ def _split_last_expression(code: str, filename: str) -> tuple[Any, Any]:
     return body, (compile(last, filename, "eval") if last is not None else None)
 
 
-def run_exploration_cell(worker: "Worker", request: dict[str, Any],
-                         failure_type: type[Exception]) -> dict[str, Any]:
+def run_exploration_cell(worker: "Worker", request: ExploreRequest) -> Answer:
     """Answer an ``explore`` request (see the module docstring).
 
-    ``worker`` runs the code (``_run_student``: limits, and its failures as ``failure_type``, the
-    worker's ``CallFailure``, with ``message``, ``kind`` and ``restart``).
+    ``worker`` runs the code (``run_student``: the limits of a call, failures as ``CallFailure``).
     """
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    grade_id = str(request.get("grade_id"))
-    code, source = str(request.get("code", "")), str(request.get("source", ""))
+    grade_id, code, source = request.grade_id, request.code, request.source
     filename = f"{CELL_PREFIX}{grade_id}>"
     source_lines, code_lines = source.splitlines(True), code.splitlines(True)
     linecache.cache[filename] = (len(code), None, source_lines if len(source_lines) == len(code_lines)
@@ -157,12 +156,12 @@ def run_exploration_cell(worker: "Worker", request: dict[str, Any],
     capture = Capture()
     namespace = worker.namespace
     saved = {"stdout": sys.stdout, "stderr": sys.stderr, "show": plt.show, "display": namespace.get("display")}
-    answer: dict[str, Any] = {"ok": True, "error": None, "failure": None}
+    answer = Answer(True)
     started = time.perf_counter()
     try:
         body, last = _split_last_expression(code, filename)
-        worker._reset_state()
-        worker.send({"event": "running"})
+        worker.reset_state()
+        worker.send(running_event())
         started = time.perf_counter()
         sys.stdout, sys.stderr = _Stream(capture, "stdout"), _Stream(capture, "stderr")
         plt.show = lambda *args, **kwargs: capture.flush_figures()
@@ -175,25 +174,23 @@ def run_exploration_cell(worker: "Worker", request: dict[str, Any],
                 capture.display(value)  # an open figure is shown once, at the end, as Jupyter would
             capture.flush_figures()
 
-        worker._run_student(cell)
-    except failure_type as failure:
-        kind = getattr(failure, "kind", "exception")
-        answer.update(ok=False, error=getattr(failure, "message", str(failure)), failure=kind,
-                      restart=kind if getattr(failure, "restart", False) else None)
+        worker.run_student(cell)
+    except CallFailure as failure:
+        answer = failure.answer()
     except SyntaxError as error:  # the host compiled it already; a cell that is not Python after all
-        answer.update(ok=False, error=f"SyntaxError: {error.msg} (line {error.lineno})", failure="exception")
+        answer = Answer(False, error=StudentError(f"SyntaxError: {error.msg} (line {error.lineno})"),
+                        failure=Failure.EXCEPTION)
     finally:
         sys.stdout, sys.stderr = saved["stdout"], saved["stderr"]
         plt.show = saved["show"]
         namespace["display"] = saved["display"]
-    answer["seconds"] = time.perf_counter() - started
-    if answer["ok"] is False and not answer.get("restart"):  # what was drawn before the failure is kept too
+    answer.seconds = time.perf_counter() - started
+    if not answer.ok and not answer.restart:  # what was drawn before the failure is kept too
         try:
-            worker._run_student(capture.flush_figures)
-        except failure_type:  # a figure the student broke
+            worker.run_student(capture.flush_figures)
+        except CallFailure:  # a figure the student broke
             pass
-    answer["value"] = {"outputs": capture.result()}
-    answer["observations"] = {}
-    restart = worker._after_call()
-    answer["restart"] = answer.get("restart") or restart
+    answer.value = {"outputs": capture.result()}
+    answer.observations = {}
+    answer.restart = answer.restart or worker.after_call()
     return answer
