@@ -169,6 +169,11 @@ class WorkerSession:
         return None if self._worker is None else self._worker.process
 
     @property
+    def _dir(self) -> Path:
+        """The session's scratch folder on the host (logs, the worker's home)."""
+        return self._launcher.folder
+
+    @property
     def _starts(self) -> int:
         """Workers started so far."""
         return self._launcher.starts
