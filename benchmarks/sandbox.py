@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from gradcam_kit.host.sandbox import SandboxPaths, build_command, bwrap_program
-from gradcam_kit.wire.messages import Limits
+from gradcam_kit.wire.limits import Limits
 from gradcam_kit.worker.syscalls import filter_fd
 
 LOOP = ("import os, time\n"

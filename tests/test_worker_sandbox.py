@@ -13,7 +13,7 @@ from gradcam_kit.host.isolation import ISOLATION_LEVELS, available_isolation
 from gradcam_kit.host.sandbox import SANDBOX_HOME, SandboxPaths, build_command, prepare_host_home, worker_environment
 from gradcam_kit.host.uids import UID_RANGE, UidLease
 from gradcam_kit.host.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_modules
-from gradcam_kit.wire.messages import Limits, describe_bytes
+from gradcam_kit.wire.limits import Limits, describe_bytes
 
 
 @pytest.fixture

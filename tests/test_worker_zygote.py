@@ -141,7 +141,7 @@ def test_the_zygote_can_be_turned_off(submit, monkeypatch):
 
 
 def test_a_timed_out_worker_is_killed_and_the_zygote_goes_on(submit, course, tmp_path):
-    from gradcam_kit.wire.messages import Limits
+    from gradcam_kit.wire.limits import Limits
 
     source = notebooks.write(notebooks.source_notebook(), tmp_path / "src" / "TP2_GradCAM.ipynb")
     code = "def channel_weights(gradients):\n    while True:\n        pass\n"

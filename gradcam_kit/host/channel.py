@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from gradcam_kit.wire.frames import FrameReader, ProtocolError, pack_frame
+from gradcam_kit.wire.messages import LoadAnswer
 
 __all__ = ["Channel", "ChannelBroken"]
 
@@ -43,6 +44,8 @@ class Channel:
         os.set_blocking(self.request_fd, False)
         self._reader = FrameReader(max_frame)
         self._inbox: list[Any] = []
+        self.failure: str | None = None
+        """What the worker said when it could not start (its ``failed`` event)."""
 
     def send(self, message: dict[str, Any], timeout: float) -> None:
         """Write one frame within ``timeout`` seconds."""
@@ -103,6 +106,34 @@ class Channel:
                 deadline = time.monotonic() + call_seconds
             elif message.get("event") is None and message.get("id") == request_id:
                 return message
+
+    def receive_load(self, expected: list[str], progress: list[str], startup_seconds: float,
+                     call_seconds: float) -> LoadAnswer | None:
+        """The worker's answer once the notebook loaded, or ``None`` when it could not start
+        (``failure`` says why).
+
+        The worker has ``startup_seconds`` until its first cell, then ``call_seconds`` per cell; it
+        announces each cell of ``expected`` once, in order (appended to ``progress`` as it starts):
+        anything else was forged by the student's code (to stretch the deadline, say).
+        """
+        expected = list(expected)
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            message = self.next_message(deadline)
+            event = message.get("event")
+            if event == "cell":
+                if not expected or message.get("grade_id") != expected.pop(0):
+                    raise ChannelBroken(timed_out=False, garbled="an unexpected message while loading")
+                progress.append(message["grade_id"])
+                deadline = time.monotonic() + call_seconds
+            elif event == "failed":
+                self.failure = str(message.get("error"))
+                return None
+            elif event == "loaded":
+                try:
+                    return LoadAnswer.from_plain(message)
+                except ProtocolError as error:
+                    raise ChannelBroken(timed_out=False, garbled=str(error)) from None
 
     def close(self) -> None:
         for fd in (self.request_fd, self.reply_fd):

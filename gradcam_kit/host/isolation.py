@@ -68,13 +68,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from gradcam_kit.contract import ISOLATION_ENV
 from gradcam_kit.errors import KitError
 from gradcam_kit.host.sandbox import SandboxPaths, build_command, bwrap_program
 from gradcam_kit.host.uids import UidLease
-from gradcam_kit.wire.messages import Limits
+from gradcam_kit.wire.limits import Limits
 
 __all__ = ["ISOLATION_LEVELS", "IsolationChoice", "IsolationRefused", "available_isolation", "choose_isolation",
-           "probe_isolation", "supported_isolation"]
+           "probe_isolation", "session_level", "supported_isolation"]
 
 ISOLATION_LEVELS = ("bwrap", "uid", "process")
 """From the strongest to the weakest."""
@@ -256,3 +257,22 @@ def choose_isolation(requested: str | None = None) -> IsolationChoice:
         f"refusing to grade below the strongest isolation level this machine supports, `{strongest}`: "
         f"{reasons[strongest]}. {_FIXES.get(strongest, '')} To grade at the weaker level that works here, "
         f"`{working}`, say so: --isolation {working} (it is then recorded in every student's results).")
+
+
+def session_level(requested: str | None = None) -> tuple[str, str | None]:
+    """The level of one worker session, and why it cannot be had (``None``: it can).
+
+    ``requested`` (a test's choice) must be available here (else ``ValueError``); without it the
+    level is ``$GRADCAM_ISOLATION``, chosen and tried by ``gradcam-kit grade`` (a worker that then
+    fails to start is a grader fault: an unknown level gives ``process`` and the reason), else the
+    strongest level available.
+    """
+    required = os.environ.get(ISOLATION_ENV, "").strip() if requested is None else ""
+    if required:
+        if required not in ISOLATION_LEVELS:
+            return "process", f"{ISOLATION_ENV}={required!r} is not an isolation level"
+        return required, None
+    available = available_isolation()
+    if requested is not None and requested not in available:
+        raise ValueError(f"isolation level {requested!r} is not available here (available: {available})")
+    return requested or available[0], None

@@ -36,10 +36,12 @@ from gradcam_kit.host.sandbox import (
 )
 from gradcam_kit.host.uids import UidLease
 from gradcam_kit.host.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
-from gradcam_kit.wire.messages import Failure, Limits, StartMessage, TripwireRules
+from gradcam_kit.wire.failures import Failure
+from gradcam_kit.wire.limits import Limits
+from gradcam_kit.wire.messages import StartMessage, TripwireRules
 from gradcam_kit.worker.syscalls import filter_fd
 
-__all__ = ["SYSTEM_FOLDERS", "Launcher", "RunningWorker"]
+__all__ = ["SYSTEM_FOLDERS", "Launcher", "RunningWorker", "course_root_of", "font_cache", "resolved_policy"]
 
 SYSTEM_FOLDERS = ("/usr", "/etc", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/proc", "/sys", "/dev")
 """Folders the worker may read at every level (they are bound read-only in the sandbox)."""
@@ -74,6 +76,21 @@ class RunningWorker:
     @property
     def forked(self) -> bool:
         return isinstance(self.process, ZygoteChild)
+
+
+def resolved_policy(policy: str) -> str:
+    """A weights policy as the worker gets it: ``imagenet``, ``random`` or an absolute path."""
+    return policy if policy in ("imagenet", "random") else str(Path(policy).expanduser().resolve())
+
+
+def course_root_of(path: Path) -> Path | None:
+    """The course that holds ``path`` (its files are refused to the worker), or ``None``."""
+    from gradcam_kit.course import CourseNotFound, find_course_root
+
+    try:
+        return find_course_root(path)
+    except CourseNotFound:
+        return None
 
 
 @lru_cache(maxsize=1)

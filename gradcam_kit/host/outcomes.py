@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcam_kit.wire.messages import Answer, Failure, StudentError
+from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.messages import Answer
 
 __all__ = ["LoadResult", "Outcome"]
 

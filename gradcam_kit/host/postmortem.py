@@ -14,7 +14,8 @@ from typing import Any
 
 from gradcam_kit.fsutil import kill_group
 from gradcam_kit.host.channel import ChannelBroken
-from gradcam_kit.wire.messages import MEMORY_MARKERS, Failure, Limits, describe_bytes
+from gradcam_kit.wire.failures import Failure
+from gradcam_kit.wire.limits import Limits, MEMORY_MARKERS, describe_bytes
 
 __all__ = ["KILL_WAIT", "WorkerLost", "death_reason", "kill_worker", "log_tail", "why_lost"]
 

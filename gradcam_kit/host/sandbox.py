@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gradcam_kit.contract import BWRAP_ENV, WEIGHTS_ENV
 from gradcam_kit.host.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_command
-from gradcam_kit.wire.messages import Limits
+from gradcam_kit.wire.limits import Limits
 
 __all__ = [
     "SANDBOX_HOME",

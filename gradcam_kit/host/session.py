@@ -24,27 +24,26 @@ why it was lost :mod:`gradcam_kit.host.postmortem`'s.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from gradcam_kit.contract import ISOLATION_ENV, weights_policy
+from gradcam_kit.contract import weights_policy
 from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.host.channel import ChannelBroken
-from gradcam_kit.host.isolation import ISOLATION_LEVELS, available_isolation
-from gradcam_kit.host.launcher import Launcher, RunningWorker
+from gradcam_kit.host.isolation import session_level
+from gradcam_kit.host.launcher import Launcher, RunningWorker, course_root_of, resolved_policy
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.postmortem import WorkerLost, kill_worker, log_tail, why_lost
 from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves
+from gradcam_kit.wire.failures import Failure
+from gradcam_kit.wire.limits import Limits
 from gradcam_kit.wire.messages import (
-    BYE,
     Answer,
+    BYE,
     CallRequest,
     ExploreRequest,
-    Failure,
-    Limits,
     LoadAnswer,
     ProbeRequest,
     Request,
@@ -52,15 +51,6 @@ from gradcam_kit.wire.messages import (
 )
 
 __all__ = ["LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
-
-
-def _course_root_of(path: Path) -> Path | None:
-    from gradcam_kit.course import CourseNotFound, find_course_root
-
-    try:
-        return find_course_root(path)
-    except CourseNotFound:
-        return None
 
 
 class WorkerSession:
@@ -99,24 +89,11 @@ class WorkerSession:
         self.limits = limits
         self.images_dir = Path(images_dir).resolve()
         self.helper_module = Path(helper_module).resolve()
-        required = os.environ.get(ISOLATION_ENV, "").strip() if isolation is None else ""
-        self._unavailable: str | None = None
-        """Why the level the grader asked for (``$GRADCAM_ISOLATION``) cannot be had here."""
-        if required:  # chosen (and tried) by the grader: a worker that then fails to start is a grader fault
-            if required not in ISOLATION_LEVELS:
-                self._unavailable = f"{ISOLATION_ENV}={required!r} is not an isolation level"
-            self.isolation_level: str = required if required in ISOLATION_LEVELS else "process"
-        else:
-            available = available_isolation()
-            if isolation is not None and isolation not in available:
-                raise ValueError(f"isolation level {isolation!r} is not available here (available: {available})")
-            self.isolation_level = isolation or available[0]
-        policy = weights or weights_policy()
-        if policy not in ("imagenet", "random"):
-            policy = str(Path(policy).expanduser().resolve())
-        self.weights = policy
+        self.isolation_level, self._unavailable = session_level(isolation)
+        """The level, and why the one the grader asked for (``$GRADCAM_ISOLATION``) cannot be had here."""
+        self.weights = resolved_policy(weights or weights_policy())
         self.tripwire = tripwire
-        self.course_root = Path(course_root).resolve() if course_root else _course_root_of(self.helper_module.parent)
+        self.course_root = Path(course_root).resolve() if course_root else course_root_of(self.helper_module.parent)
         self.restarts = 0
         self.planned_restarts = 0
         """Restarts after calls with substitutes (they do not count against ``max_restarts``)."""
@@ -309,12 +286,8 @@ class WorkerSession:
         started = time.perf_counter()
         try:
             self._send(plain)
-            answer = Answer.from_plain(self._receive_answer(self._next_id))
+            answer = self._receive_answer(self._next_id)
         except WorkerLost as lost:
-            self._stop(polite=False)
-            return Outcome(False, error=lost.reason, failure=lost.kind, seconds=time.perf_counter() - started)
-        except ProtocolError as error:
-            lost = self._lost(ChannelBroken(timed_out=False, garbled=str(error)))
             self._stop(polite=False)
             return Outcome(False, error=lost.reason, failure=lost.kind, seconds=time.perf_counter() - started)
         if answer.restart:
@@ -365,29 +338,18 @@ class WorkerSession:
                 else:
                     self.restarts += 1
                 self._planned_restart = False
-            current: str | None = None
+            progress: list[str] = []
             expected = [cell.grade_id for cell in self.program.cells if cell.grade_id not in self._skip]
             try:
                 self._start()
-                deadline = time.monotonic() + self.limits.startup_seconds
-                while True:
-                    message = self._next_message(deadline)
-                    event = message.get("event")
-                    if event == "cell":
-                        # the worker announces each cell once, in order: anything else was forged by
-                        # the student's code (to stretch the deadline, say)
-                        if not expected or message.get("grade_id") != expected.pop(0):
-                            raise self._lost(ChannelBroken(False, garbled="an unexpected message while loading"))
-                        current = message.get("grade_id")
-                        deadline = time.monotonic() + self.limits.call_seconds
-                    elif event == "failed":
-                        raise WorkerLost(f"could not start ({message.get('error')})", Failure.GRADER)
-                    elif event == "loaded":
-                        break
+                assert self._worker is not None
                 try:
-                    loaded = LoadAnswer.from_plain(message)
-                except ProtocolError as error:
-                    raise self._lost(ChannelBroken(False, garbled=str(error))) from None
+                    loaded = self._worker.channel.receive_load(expected, progress, self.limits.startup_seconds,
+                                                               self.limits.call_seconds)
+                except ChannelBroken as broken:
+                    raise self._lost(broken) from None
+                if loaded is None:  # the worker failed before the first cell: the grader's fault
+                    raise WorkerLost(f"could not start ({self._worker.channel.failure})", Failure.GRADER)
                 if loaded.restart:
                     cell = loaded.failed_cell
                     reason = loaded.failed_reason or f"it hit a limit ({loaded.restart})"
@@ -405,6 +367,7 @@ class WorkerSession:
                 return loaded
             except WorkerLost as lost:
                 self._stop(polite=False)
+                current = progress[-1] if progress else None
                 if current in functions and current not in self._skip:
                     self._skip[current] = (f"The cell `{current}` {lost.reason} while the notebook was loading, so "
                                            "it was not run (is there a long computation, an infinite loop or a "
@@ -440,20 +403,18 @@ class WorkerSession:
             broken.timeout = timeout
             raise self._lost(broken) from None
 
-    def _next_message(self, deadline: float) -> dict[str, Any]:
+    def _receive_answer(self, request_id: int) -> Answer:
+        """The worker's answer to request ``request_id`` (building models and decoding arguments
+        may take ``startup_seconds``; the student's code, ``call_seconds``)."""
         assert self._worker is not None
         try:
-            return self._worker.channel.next_message(deadline)
+            plain = self._worker.channel.receive_answer(request_id, self.limits.startup_seconds,
+                                                        self.limits.call_seconds)
+            return Answer.from_plain(plain)
         except ChannelBroken as broken:
             raise self._lost(broken) from None
-
-    def _receive_answer(self, request_id: int) -> dict[str, Any]:
-        assert self._worker is not None
-        try:
-            return self._worker.channel.receive_answer(request_id, self.limits.startup_seconds,
-                                                       self.limits.call_seconds)
-        except ChannelBroken as broken:
-            raise self._lost(broken) from None
+        except ProtocolError as error:
+            raise self._lost(ChannelBroken(False, garbled=str(error))) from None
 
     def _lost(self, broken: ChannelBroken) -> WorkerLost:
         """Stop the worker and say, in the student's terms, why it was lost."""

@@ -32,7 +32,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -48,6 +48,9 @@ __all__ = [
     "map_leaves",
     "pack_frame",
     "read_frame",
+    "record_of",
+    "require",
+    "text_of",
     "unpack_payload",
     "write_frame",
 ]
@@ -92,6 +95,24 @@ class LayerRef:
     """The submodule ``name`` (dotted, as in ``model.get_submodule``) of the call's model argument."""
 
     name: str
+
+
+def require(condition: bool, what: str) -> None:
+    """Raise :class:`ProtocolError` (``malformed message: what``) unless ``condition``."""
+    if not condition:
+        raise ProtocolError(f"malformed message: {what}")
+
+
+def record_of(message: Any, what: str) -> Mapping[str, Any]:
+    """``message``, which must be a record (a dict)."""
+    require(isinstance(message, dict), f"{what} is not a record")
+    return message
+
+
+def text_of(value: Any, what: str, optional: bool = False) -> Any:
+    """``value``, which must be a string (or ``None`` when ``optional``)."""
+    require(type(value) is str or (optional and value is None), f"{what} must be a string")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-from gradcam_kit.wire.messages import Limits
+from gradcam_kit.wire.limits import Limits
 
 __all__ = ["allow_cpu", "apply_limits", "cpu_used", "drop_privileges", "import_libraries", "load_private_module",
            "prepare_home", "release_free_memory"]

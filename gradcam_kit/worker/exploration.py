@@ -25,15 +25,14 @@ import io
 import linecache
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from gradcam_kit.wire.messages import Answer, ExploreRequest, Failure, StudentError, running_event
+from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.messages import Answer, ExploreRequest, running_event
 from gradcam_kit.worker.failures import CELL_PREFIX, CallFailure
-
-if TYPE_CHECKING:  # for the annotations only: the runtime imports this module
-    from gradcam_kit.worker.runtime import Worker
+from gradcam_kit.worker.loading import CellRunner
 
 MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 12
@@ -140,7 +139,7 @@ def _split_last_expression(code: str, filename: str) -> tuple[Any, Any]:
     return body, (compile(last, filename, "eval") if last is not None else None)
 
 
-def run_exploration_cell(worker: "Worker", request: ExploreRequest) -> Answer:
+def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
     """Answer an ``explore`` request (see the module docstring).
 
     ``worker`` runs the code (``run_student``: the limits of a call, failures as ``CallFailure``).

@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import traceback
 
-from gradcam_kit.wire.messages import MEMORY_MARKERS, Answer, Failure, Limits, StudentError, describe_bytes
+from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.limits import Limits, MEMORY_MARKERS, describe_bytes
+from gradcam_kit.wire.messages import Answer
 
 __all__ = ["CELL_PREFIX", "MAX_MESSAGE", "CallFailure", "failure_from", "harness_failure", "located", "safe_text"]
 

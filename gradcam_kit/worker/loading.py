@@ -11,20 +11,36 @@ from __future__ import annotations
 
 import linecache
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
-from gradcam_kit.wire.messages import Failure, LoadAnswer, cell_event, describe_bytes
+from gradcam_kit.wire.failures import Failure
+from gradcam_kit.wire.limits import Limits, describe_bytes
+from gradcam_kit.wire.messages import LoadAnswer, StartMessage, cell_event
 from gradcam_kit.worker.boot import allow_cpu
 from gradcam_kit.worker.describe import type_name
 from gradcam_kit.worker.failures import CELL_PREFIX, CallFailure, failure_from
 
-if TYPE_CHECKING:
-    from gradcam_kit.worker.runtime import Worker
-
-__all__ = ["load_cells"]
+__all__ = ["CellRunner", "load_cells"]
 
 
-def load_cells(worker: "Worker") -> LoadAnswer:
+class CellRunner(Protocol):
+    """What running a notebook's cells needs of the worker (:class:`gradcam_kit.worker.runtime.Worker`)."""
+
+    start: StartMessage
+    limits: Limits
+    namespace: dict[str, Any]
+    main_pid: int
+
+    def send(self, message: Any) -> None: ...
+    def reset_state(self) -> None: ...
+    def harness_cpu(self) -> None: ...
+    def flush_streams(self) -> None: ...
+    def output_exceeded(self) -> bool: ...
+    def run_student(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+    def after_call(self) -> str | None: ...
+
+
+def load_cells(worker: CellRunner) -> LoadAnswer:
     """Run the program's cells in ``worker``'s namespace (skipping the ``start`` message's ``skip``)."""
     program = worker.start.program
     skip = worker.start.skip
@@ -63,7 +79,7 @@ def load_cells(worker: "Worker") -> LoadAnswer:
     return _load_answer(worker, errors, failed_cells, restart=None, current=None)
 
 
-def _load_answer(worker: "Worker", errors: dict[str, str], failed_cells: dict[str, str], restart: str | None,
+def _load_answer(worker: CellRunner, errors: dict[str, str], failed_cells: dict[str, str], restart: str | None,
                  current: str | None) -> LoadAnswer:
     """What the notebook defined: each graded function, callable or why not."""
     program: dict[str, Any] = worker.start.program

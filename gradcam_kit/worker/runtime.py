@@ -22,16 +22,15 @@ from typing import Any, Callable
 import numpy as np
 
 from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves, read_frame, write_frame
+from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.limits import describe_bytes
 from gradcam_kit.wire.messages import (
     Answer,
     CallRequest,
     ExploreRequest,
-    Failure,
     LoadAnswer,
     ProbeRequest,
     StartMessage,
-    StudentError,
-    describe_bytes,
     request_from_plain,
     running_event,
 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gradcam_kit.wire.messages import Limits
+from gradcam_kit.wire.limits import Limits
 
 from . import notebooks
 
