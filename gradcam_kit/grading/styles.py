@@ -350,7 +350,8 @@ BUGS: tuple[Bug, ...] = (
          _one_line("channel_weights", "gradients", "return gradients.abs().mean(dim=(2, 3))")),
     # --- weighted_cam --------------------------------------------------------------------------
     _bug("cam_no_relu", "weighted_cam", "relu", "no ReLU",
-         _one_line("weighted_cam", "activations, weights", "return (weights[:, :, None, None] * activations).sum(dim=1)")),
+         _one_line("weighted_cam", "activations, weights",
+                   "return (weights[:, :, None, None] * activations).sum(dim=1)")),
     _bug("cam_relu_per_channel", "weighted_cam", "relu", "the ReLU on each weighted map, before the sum",
          _one_line("weighted_cam", "activations, weights",
                    "return F.relu(weights[:, :, None, None] * activations).sum(dim=1)")),
