@@ -42,7 +42,7 @@ def bare(command: list[str]) -> list[str]:
     words = command[start:]
     out: list[str] = []
     skip = 0
-    for index, word in enumerate(words):
+    for word in words:
         if skip:
             skip -= 1
             continue

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile import cases, notebooks
 
-from gradcam_kit.worker.models import build_model
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.host.session import LayerRef, ModelSpec, WorkerSession
-from hostile import cases, notebooks
+from gradcam_kit.worker.models import build_model
 
 EXTRAS = '''
 def arg_types(*args, **kwargs):
@@ -99,7 +99,7 @@ def local(tp2_utils):
     """The correct solution, run here in the judge's process."""
     namespace = {"torch": torch, "F": torch.nn.functional, "np": np, "tp2_utils": tp2_utils}
     for code in notebooks.SOLUTIONS.values():
-        exec(code, namespace)  # noqa: S102 - our own reference code
+        exec(code, namespace)
     return namespace
 
 

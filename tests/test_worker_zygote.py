@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hostile import notebooks
 
+from gradcam_kit.contract import ZYGOTE_ENV
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.host.isolation import available_isolation
 from gradcam_kit.host.session import WorkerSession
-from gradcam_kit.contract import ZYGOTE_ENV
 from gradcam_kit.host.zygote import ZygoteChild
-from hostile import notebooks
 
 pytestmark = pytest.mark.skipif("bwrap" not in available_isolation(),
                                 reason="the zygote serves the bwrap level, which this machine lacks")

@@ -106,7 +106,7 @@ def _probe_bwrap() -> str | None:
         from gradcam_kit.worker.syscalls import filter_fd
 
         seccomp = filter_fd(private_ipc=True)
-    except Exception as error:  # noqa: BLE001 - no libseccomp, no pyseccomp
+    except Exception as error:  # no libseccomp, no pyseccomp
         return f"the system-call filter cannot be built ({type(error).__name__}: {error}); install libseccomp2"
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -245,7 +245,8 @@ def choose_isolation(requested: str | None = None) -> IsolationChoice:
     strongest = supported_isolation()
     if requested is not None:
         if requested not in ISOLATION_LEVELS:
-            raise KitError(f"--isolation {requested}: not an isolation level (choose from {', '.join(ISOLATION_LEVELS)})")
+            choices = ", ".join(ISOLATION_LEVELS)
+            raise KitError(f"--isolation {requested}: not an isolation level (choose from {choices})")
         if reasons.get(requested) is not None:
             raise KitError(f"--isolation {requested}: that level does not work here: {reasons[requested]}. "
                            f"{_FIXES.get(requested, '')}".strip())

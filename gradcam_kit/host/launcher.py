@@ -103,7 +103,7 @@ def font_cache() -> tuple[Path, str] | None:
         name = f"fontlist-v{font_manager.FontManager.__version__}.json"
         path = Path(matplotlib.get_cachedir()) / name
         return (path, name) if path.is_file() else None
-    except Exception:  # noqa: BLE001 - no matplotlib, an unwritable cache: the worker builds its own
+    except Exception:  # no matplotlib, an unwritable cache: the worker builds its own
         return None
 
 
@@ -183,7 +183,7 @@ class Launcher:
         def spawn(request: int, reply: int, log: Any) -> subprocess.Popen[bytes]:
             try:
                 seccomp = filter_fd(private_ipc=True) if level == "bwrap" else None
-            except Exception as error:  # noqa: BLE001 - libseccomp missing or broken
+            except Exception as error:  # libseccomp missing or broken
                 raise WorkerLost(f"could not be started (no system-call filter: {error})", Failure.GRADER) from None
             command = build_command(level, paths, self.limits, ["--request-fd", str(request), "--reply-fd", str(reply)],
                                     drop_to=uid if level == "bwrap" else None, seccomp_fd=seccomp)

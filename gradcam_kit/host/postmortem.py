@@ -15,13 +15,13 @@ from typing import Any
 from gradcam_kit.fsutil import kill_group
 from gradcam_kit.host.channel import ChannelBroken
 from gradcam_kit.wire.failures import Failure
-from gradcam_kit.wire.limits import Limits, MEMORY_MARKERS, describe_bytes
+from gradcam_kit.wire.limits import MEMORY_MARKERS, Limits, describe_bytes
 
 __all__ = ["KILL_WAIT", "WorkerLost", "death_reason", "kill_worker", "log_tail", "why_lost"]
 
 KILL_WAIT = 10.0
 """Seconds to wait for a killed (or closing) worker to be collected."""
-_SIGNAL_WORDS = {
+_SIGNAL_WORDS: dict[int, str] = {
     signal.SIGSEGV: "crashed (SIGSEGV, a segmentation fault)",
     signal.SIGBUS: "crashed (SIGBUS, a bus error)",
     signal.SIGILL: "crashed (SIGILL, an illegal instruction)",

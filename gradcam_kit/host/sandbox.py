@@ -102,7 +102,7 @@ def _keyctl_number() -> int:
         import pyseccomp
 
         return int(pyseccomp.resolve_syscall(pyseccomp.system_arch(), "keyctl"))
-    except Exception:  # noqa: BLE001 - no libseccomp: the worker's filter cannot be built either
+    except Exception:  # no libseccomp: the worker's filter cannot be built either
         return -1
 
 

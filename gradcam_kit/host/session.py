@@ -36,12 +36,12 @@ from gradcam_kit.host.isolation import session_level
 from gradcam_kit.host.launcher import Launcher, RunningWorker, course_root_of, resolved_policy
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.postmortem import WorkerLost, kill_worker, log_tail, why_lost
-from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves
 from gradcam_kit.wire.failures import Failure
+from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves
 from gradcam_kit.wire.limits import Limits
 from gradcam_kit.wire.messages import (
-    Answer,
     BYE,
+    Answer,
     CallRequest,
     ExploreRequest,
     LoadAnswer,
@@ -51,6 +51,8 @@ from gradcam_kit.wire.messages import (
 )
 
 __all__ = ["LayerRef", "Limits", "LoadResult", "ModelSpec", "Outcome", "WorkerSession"]
+
+DEFAULT_LIMITS = Limits()
 
 
 class WorkerSession:
@@ -83,7 +85,7 @@ class WorkerSession:
     """
 
     def __init__(self, program: SubmissionProgram, images_dir: str | Path, helper_module: str | Path,
-                 limits: Limits = Limits(), *, isolation: str | None = None, weights: str | None = None,
+                 limits: Limits = DEFAULT_LIMITS, *, isolation: str | None = None, weights: str | None = None,
                  tripwire: bool = True, course_root: str | Path | None = None) -> None:
         self.program = program
         self.limits = limits
@@ -125,7 +127,7 @@ class WorkerSession:
     def __del__(self) -> None:  # a session left open: do not leave a worker behind
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     # -- public API --------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def staged_worker_code() -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)  # the modification time too: it validates the bytecode below
     compileall.compile_dir(str(folder), quiet=2, workers=1)
-    for place, folders, files in os.walk(folder):
+    for place, _, files in os.walk(folder):
         os.chmod(place, 0o755)
         for name in files:
             os.chmod(os.path.join(place, name), 0o644)

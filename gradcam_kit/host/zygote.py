@@ -80,7 +80,7 @@ class Zygote:
             self.process = subprocess.Popen(
                 command(["--zygote-fd", str(theirs.fileno())], seccomp), stdin=subprocess.DEVNULL, stdout=self._log,
                 stderr=self._log, pass_fds=(theirs.fileno(), seccomp), env=env, cwd="/", start_new_session=True)
-        except Exception as error:  # noqa: BLE001 - no bwrap, no libseccomp
+        except Exception as error:  # no bwrap, no libseccomp
             ours.close()
             self._log.close()
             raise ZygoteError(f"the zygote could not be started ({error})") from None

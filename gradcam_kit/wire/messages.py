@@ -184,7 +184,8 @@ def request_from_plain(message: Any) -> Request | None:
     if op == "bye":
         return None
     kind = _REQUESTS.get(op) if isinstance(op, str) else None
-    require(kind is not None, f"unknown request {op!r}")
+    if kind is None:
+        raise ProtocolError(f"malformed message: unknown request {op!r}")
     try:
         request = kind(**record)
     except TypeError as error:

@@ -79,7 +79,7 @@ def import_libraries() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import torchvision  # noqa: F401
 
 

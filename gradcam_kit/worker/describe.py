@@ -120,7 +120,7 @@ class Describer:
                 info["array"] = self._spend(array)
             except ResultTooLarge:
                 raise
-            except Exception as error:  # noqa: BLE001 - meta tensors, exotic subclasses
+            except Exception as error:  # meta tensors, exotic subclasses
                 info["array"] = None
                 info["note"] = f"its values could not be read ({type(error).__name__})"
         return info
@@ -136,7 +136,7 @@ class Describer:
         info: dict[str, Any] = {"kind": "numpy_scalar", "type": type_name(value), "dtype": str(value.dtype)}
         try:
             item = np.asarray(value).item()
-        except Exception:  # noqa: BLE001
+        except Exception:
             item = None
         info["value"] = item if type(item) in (int, float, bool) else None
         return info
@@ -155,7 +155,7 @@ class Describer:
             suptitle = value._suptitle.get_text() if getattr(value, "_suptitle", None) is not None else ""
         except ResultTooLarge:
             raise
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return {"kind": "figure", "type": type_name(value), "axes": axes, "note": f"unreadable ({error})"}
         return {"kind": "figure", "type": type_name(value), "axes": axes, "suptitle": str(suptitle)}
 
@@ -163,7 +163,7 @@ class Describer:
         """What one ``AxesImage`` draws, or a note saying why it cannot be read."""
         try:
             described = drawn_image(image)
-        except Exception as error:  # noqa: BLE001 - a broken or hostile artist
+        except Exception as error:  # a broken or hostile artist
             return {"kind": "image", "type": type_name(image), "grid": None,
                     "note": f"unreadable ({type(error).__name__})"}
         for key in ("grid", "alpha_grid"):

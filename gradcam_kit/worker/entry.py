@@ -79,7 +79,7 @@ def run_worker(request_fd: int, reply_fd: int) -> int:
     worker = Worker(request_fd, reply_fd, start)
     try:
         worker.prepare()
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         worker.send(failed_event(f"{type(error).__name__}: {safe_text(error)}"))
         return 3
     answer = worker.load()

@@ -124,7 +124,7 @@ class _Stream(io.TextIOBase):
 def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
-    except BaseException:  # noqa: BLE001 - a hostile __repr__
+    except BaseException:  # a hostile __repr__
         return f"<{type(value).__name__} object>"
     return text if isinstance(text, str) else f"<{type(value).__name__} object>"
 
@@ -133,8 +133,10 @@ def _split_last_expression(code: str, filename: str) -> tuple[Any, Any]:
     """(the cell without its last expression, that expression) compiled, as IPython runs a cell."""
     tree = ast.parse(code, filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = ast.Expression(final.value)
     body = compile(tree, filename, "exec")
     return body, (compile(last, filename, "eval") if last is not None else None)
 
@@ -154,7 +156,7 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
                                  else code_lines, filename)
     capture = Capture()
     namespace = worker.namespace
-    saved = {"stdout": sys.stdout, "stderr": sys.stderr, "show": plt.show, "display": namespace.get("display")}
+    saved_streams, saved_show, saved_display = (sys.stdout, sys.stderr), plt.show, namespace.get("display")
     answer = Answer(True)
     started = time.perf_counter()
     try:
@@ -167,8 +169,8 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
         namespace["display"] = capture.display
 
         def cell() -> None:
-            exec(body, namespace)  # noqa: S102 - the student's cell, in the sandbox
-            value = eval(last, namespace) if last is not None else None  # noqa: S307
+            exec(body, namespace)  # the student's cell, in the sandbox
+            value = eval(last, namespace) if last is not None else None
             if value is not None and not (isinstance(value, Figure) and plt.fignum_exists(value.number)):
                 capture.display(value)  # an open figure is shown once, at the end, as Jupyter would
             capture.flush_figures()
@@ -180,9 +182,9 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
         answer = Answer(False, error=StudentError(f"SyntaxError: {error.msg} (line {error.lineno})"),
                         failure=Failure.EXCEPTION)
     finally:
-        sys.stdout, sys.stderr = saved["stdout"], saved["stderr"]
-        plt.show = saved["show"]
-        namespace["display"] = saved["display"]
+        sys.stdout, sys.stderr = saved_streams
+        plt.show = saved_show
+        namespace["display"] = saved_display
     answer.seconds = time.perf_counter() - started
     if not answer.ok and not answer.restart:  # what was drawn before the failure is kept too
         try:

@@ -14,7 +14,7 @@ import errno
 import traceback
 
 from gradcam_kit.wire.failures import Failure, StudentError
-from gradcam_kit.wire.limits import Limits, MEMORY_MARKERS, describe_bytes
+from gradcam_kit.wire.limits import MEMORY_MARKERS, Limits, describe_bytes
 from gradcam_kit.wire.messages import Answer
 
 __all__ = ["CELL_PREFIX", "MAX_MESSAGE", "CallFailure", "failure_from", "harness_failure", "located", "safe_text"]
@@ -56,7 +56,7 @@ def safe_text(exc: BaseException) -> str:
     """``str(exc)``, stripped and cut at :data:`MAX_MESSAGE` (whatever a hostile ``__str__`` does)."""
     try:
         text = str(exc)
-    except BaseException:  # noqa: BLE001 - a hostile __str__
+    except BaseException:  # a hostile __str__
         text = "(its message could not be read)"
     if not isinstance(text, str):
         text = "(its message could not be read)"
@@ -69,7 +69,7 @@ def located(message: str, exc: BaseException) -> StudentError:
     located when no frame is in one)."""
     try:
         frames = traceback.extract_tb(exc.__traceback__)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return StudentError(message)
     mine = [frame for frame in frames if str(frame.filename).startswith(CELL_PREFIX)]
     if not mine:

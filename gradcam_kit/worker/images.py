@@ -42,7 +42,7 @@ def downsample_image(values: np.ndarray, grid: int = FIGURE_GRID) -> np.ndarray:
 def _plain_float(value: Any) -> float | None:
     try:
         number = float(np.asarray(value, dtype=np.float64).reshape(()))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return number if np.isfinite(number) else None
 
@@ -69,8 +69,8 @@ def drawn_image(image: Any) -> dict[str, Any]:
     array = np.asarray(np.ma.getdata(data))
     info["shape"] = [int(size) for size in array.shape]
     info["dtype"] = str(array.dtype)
-    if array.dtype.kind not in "biuf" or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) \
-            or 0 in array.shape:
+    colours = array.ndim == 3 and array.shape[2] not in (3, 4)
+    if array.dtype.kind not in "biuf" or array.ndim not in (2, 3) or colours or 0 in array.shape:
         info["note"] = "not an image"
         return info
     step = max(1, -(-max(array.shape[:2]) // MAX_IMAGE_SIDE))

@@ -27,7 +27,6 @@ merely zero. Explain any class but ``D``.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from types import ModuleType
 
@@ -92,13 +91,10 @@ def contrast_head(in_features: int = 1024, num_classes: int = 1000):
     return head.eval()
 
 
-def _load_efficientnet(weights: str | None):
-    from gradcam_kit.efficientnet import load_efficientnet_lite0  # written by the reference module
+def _load_efficientnet():
+    from gradcam_kit.efficientnet import load_efficientnet_lite0
 
-    parameters = inspect.signature(load_efficientnet_lite0).parameters
-    if "weights" in parameters and weights is not None:
-        return load_efficientnet_lite0(weights=weights)
-    return load_efficientnet_lite0()
+    return load_efficientnet_lite0()  # its pretrained weights always (they install offline)
 
 
 def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
@@ -127,7 +123,7 @@ def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
     if spec.head not in HEADS:
         raise ValueError(f"unknown head {spec.head!r}; choose one of {HEADS}")
     if spec.arch == "efficientnet_lite0":
-        model = _load_efficientnet(spec.weights)
+        model = _load_efficientnet()
     else:
         model = (helpers or default_helpers()).load_model(spec.arch, weights=spec.weights)
     if spec.head == "contrast":

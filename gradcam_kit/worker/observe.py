@@ -82,6 +82,6 @@ class ModelWatch:
                 "weights_changed": _fingerprint(self.parameters) != self.weights,
                 "buffers_changed": _fingerprint(self.buffers) != self.buffer_values,
             }
-        except Exception as error:  # noqa: BLE001 - a model broken beyond reading
+        except Exception as error:  # a model broken beyond reading
             return {"hooks_left": [], "training": None, "note": f"the model could not be inspected ({error})"}
 

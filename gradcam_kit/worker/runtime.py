@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves, read_frame, write_frame
 from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves, read_frame, write_frame
 from gradcam_kit.wire.limits import describe_bytes
 from gradcam_kit.wire.messages import (
     Answer,
@@ -168,7 +168,7 @@ class Worker:
         allow_cpu(self.limits.cpu_seconds)
         try:
             return function(*args, **kwargs)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             raise failure_from(error, self.limits) from None
         finally:
             if os.getpid() != self.main_pid:
@@ -207,7 +207,7 @@ class Worker:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except BaseException:  # noqa: BLE001 - a full log, a replaced stream
+            except BaseException:  # a full log, a replaced stream
                 pass
 
     @staticmethod
@@ -220,7 +220,7 @@ class Worker:
         if not sources:
             return {}
         import torch
-        import torch.nn.functional as F  # noqa: N812
+        import torch.nn.functional as F
 
         compiled: dict[str, Callable[..., Any]] = {}
         for name, source in sources.items():
@@ -228,7 +228,7 @@ class Worker:
                 raise CallFailure("the grader sent malformed substitutes", Failure.GRADER)
             private: dict[str, Any] = {"__builtins__": builtins, "__name__": "_grader_substitutes",
                                        "torch": torch, "F": F}
-            exec(compile(source, f"<grader's {name}>", "exec"), private)  # noqa: S102 - the grader's own code
+            exec(compile(source, f"<grader's {name}>", "exec"), private)  # the grader's own code
             function = private.get(name)
             if not callable(function):
                 raise CallFailure(f"the grader's substitute for `{name}` defines no function", Failure.GRADER)
@@ -292,7 +292,7 @@ class Worker:
         if pyplot is not None:
             try:
                 pyplot.close("all")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def probe(self, request: ProbeRequest) -> Answer:
@@ -311,7 +311,7 @@ class Worker:
         layer = torch.nn.Module.get_submodule(model, request.layer)
         image = torch.from_numpy(np.array(request.image, dtype=np.float32, copy=True))
         class_idx = request.class_idx
-        step = "register"
+        step: str | None = "register"
         try:
             register = self._function(request.function or "register_gradcam_hooks")
             before = hook_table(model)
@@ -364,7 +364,6 @@ class Worker:
                 request = request_from_plain(message)
             except ProtocolError as error:
                 answer = Answer(False, error=StudentError(str(error)), failure=Failure.GRADER)
-                request = None
             else:
                 if request is None:  # bye: nothing is left to keep: skip the interpreter's slow tear-down of torch
                     self.flush_streams()
@@ -372,7 +371,7 @@ class Worker:
                 self.harness_cpu()
                 try:
                     answer = self._answer(request)
-                except Exception as error:  # noqa: BLE001 - a bug of the harness, or code the student replaced
+                except Exception as error:  # a bug of the harness, or code the student replaced
                     answer = harness_failure(error)
             answer.id = message.get("id") if isinstance(message, dict) else None
             self.send(answer)

@@ -1,10 +1,10 @@
 """The zygote, inside the sandbox: it imports torch once and forks a fresh worker per submission.
 
 Started by :class:`gradcam_kit.host.zygote.Zygote` as the worker's ``main`` with ``--zygote-fd
-N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it reads its configuration from the control
-socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON message per packet, file descriptors passed
-alongside), imports the libraries (:func:`~gradcam_kit.worker.boot.import_libraries`), says
-``ready``, then serves one request at a time:
+N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it
+reads its configuration from the control socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON
+message per packet, file descriptors passed alongside), imports the libraries
+(:func:`~gradcam_kit.worker.boot.import_libraries`), says ``ready``, then serves one request at a time:
 
 ``{"op": "fork"}`` with three descriptors (request pipe, reply pipe, log file)
     fork a worker: in the child, a new session, the log as standard output and error, then
@@ -80,9 +80,10 @@ class ZygoteServer:
 
     # -- life -----------------------------------------------------------------------------------
     def serve(self) -> int:
-        self.config, _ = self.receive()
-        if self.config is None:
+        config, _ = self.receive()
+        if config is None:
             return 0
+        self.config = config
         _prctl(_PR_SET_DUMPABLE, 0)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         self.wiper = Wiper(self.config["home"])  # the sandbox as it was built
@@ -107,7 +108,7 @@ class ZygoteServer:
             else:
                 for fd in fds:
                     os.close(fd)
-            if op == "kill" and self.child is not None and message.get("pid") == self.child:
+            if op == "kill" and self.child is not None and message is not None and message.get("pid") == self.child:
                 kill_group(self.child)
             elif message is None or op == "bye":
                 if self.child is not None:
@@ -134,7 +135,7 @@ class ZygoteServer:
                 code = self.run_worker(request_fd, reply_fd)
             except SystemExit as leaving:
                 code = leaving.code if isinstance(leaving.code, int) else 1
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()
