@@ -252,6 +252,24 @@ def test_errors_point_at_the_students_line_only(session):
     assert not missing.ok and "`no_such_function` is not defined" in missing.error
 
 
+def test_errors_cross_as_fields_not_as_text(session, small_image):
+    """The location of an error crosses as fields (``Outcome.student_error``), never to be parsed
+    back from ``Outcome.error``, which is rendered from them."""
+    outcome = session.call("nested_failure", np.zeros(7))
+    error = outcome.student_error
+    assert error is not None and outcome.error == str(error)
+    assert error.message == "RuntimeError: shape '[5, 5]' is invalid for input of size 7"
+    assert (error.cell, error.line, error.code) == ("top_and_least", int(_line_of("return v.reshape(5, 5)")),
+                                                    "return v.reshape(5, 5)")
+    assert error.step is None and error.hint == ""
+
+    full = session.probe_hooks(ModelSpec("densenet121", "random"), "features", small_image, 5,
+                               function="full_backward_hooks")
+    assert full.student_error.step == full.value["step"] == "forward"
+    assert full.student_error.hint.startswith(" — this happens with register_full_backward_hook")
+    assert full.error.startswith("at step 'forward': ")
+
+
 def _line_of(text: str) -> str:
     top = notebooks.SOLUTIONS["top_and_least"] + EXTRAS
     return str(next(number for number, line in enumerate(top.splitlines(), 1) if text in line))

@@ -267,8 +267,10 @@ class Answer:
     @classmethod
     def from_plain(cls, message: Any) -> "Answer":
         record = record_of(message, "an answer")
-        observations = record.get("observations") or {}
-        seconds = record.get("seconds") or 0.0
+        observations = record.get("observations")
+        observations = {} if observations is None else observations
+        seconds = record.get("seconds")
+        seconds = 0.0 if seconds is None else seconds
         require(isinstance(observations, dict), "observations must be a record")
         require(type(seconds) in (int, float), "seconds must be a number")
         return cls(bool(record.get("ok")), record.get("value"), StudentError.from_plain(record.get("error")),
