@@ -45,9 +45,9 @@ from torch import nn
 
 from gradcam_kit.contract import REFERENCE_CACHE_ENV, weights_policy
 from gradcam_kit.course import Course, load_module_from
-from gradcam_kit.worker.models import CONTRAST_DOMINANT_CLASS, build_model
-from gradcam_kit.wire.frames import ModelSpec
 from gradcam_kit.grading.reference_cache import wait_for_preparation
+from gradcam_kit.wire.frames import ModelSpec
+from gradcam_kit.worker.models import CONTRAST_DOMINANT_CLASS, build_model
 
 U32 = 2.0**-24
 """float32 unit roundoff."""
