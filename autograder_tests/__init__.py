@@ -3,7 +3,7 @@
 ``python -m pytest autograder_tests --submission S.ipynb [--results-json R.json] [--artifacts DIR]``
 grades one notebook: one test per graded function (``test_<function>``), worth the points of the
 source notebook's test cell of the same name. The student's code runs only in the sandboxed worker
-(:mod:`gradcam_kit.grading.session`); the judge sends it plain data and compares what comes back
+(:mod:`gradcam_kit.host.session`); the judge sends it plain data and compares what comes back
 with the answer key (``solutions/answer_key.py``, built on ``solutions/gradcam_reference.py``),
 computed here on the judge's own copy of each model.
 

@@ -26,7 +26,7 @@ from gradcam_kit.grading.feedback import (
     fmt_value,
     largest_error,
 )
-from gradcam_kit.grading.protocol import LayerRef
+from gradcam_kit.wire.frames import LayerRef
 
 from . import _figures
 from ._judge import Judge, TensorValue, as_tensor, expect_shape, returned_tensor

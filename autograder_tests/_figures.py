@@ -1,6 +1,6 @@
 """What a figure draws, read back from the worker's description and compared with heatmaps.
 
-The worker describes each image drawn in a panel (``gradcam_kit.grading.worker.drawn_image``): its
+The worker describes each image drawn in a panel (``gradcam_kit.worker.images.drawn_image``): its
 data as ``G x G`` block means, with its extent, origin, alpha, norm and colormap. This module turns
 a panel's images into *layers* on one grid, drops those that cannot be seen (invisible, almost
 transparent, or covered by a later opaque image), and measures how much of what each layer draws
@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gradcam_kit.grading.worker import FIGURE_GRID, downsample_image
+from gradcam_kit.worker.images import FIGURE_GRID, downsample_image
 
 BANDS = 16
 """Bands of the heatmap in the heat score: a step function with 16 steps follows any colormap to

@@ -1,7 +1,7 @@
 """The student's side, as the judge sees it: calls through the worker, and the verdict of each check.
 
 :class:`Judge` holds one submission's worker session and the references. The student's functions
-are only ever called through the worker (:class:`gradcam_kit.grading.session.WorkerSession`);
+are only ever called through the worker (:class:`gradcam_kit.host.session.WorkerSession`);
 what comes back is plain data, turned here into numpy arrays or a :class:`StudentFailure` whose
 message is the feedback.
 
@@ -32,7 +32,8 @@ import numpy as np
 from gradcam_kit.contract import CALLS, helpers_of, weights_policy
 from gradcam_kit.grading.feedback import StudentFailure, describe_value, fmt_shape
 from gradcam_kit.grading.safe_text import shown_line
-from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
+from gradcam_kit.host.outcomes import LoadResult, Outcome
+from gradcam_kit.host.session import WorkerSession
 
 from ._reference import Case, References
 from ._substitutes import SOURCES

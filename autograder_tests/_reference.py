@@ -1,7 +1,7 @@
 """The judge's side: images, models and reference values, computed once.
 
 Everything here runs in the judge's process, on the judge's own copy of each model
-(:func:`gradcam_kit.grading.models.build_model`, the same function the worker uses, so the same
+(:func:`gradcam_kit.worker.models.build_model`, the same function the worker uses, so the same
 weights). Nothing here is sent to the worker.
 
 Reference values depend only on the course, the weights policy and the case (model, image, class,
@@ -45,9 +45,9 @@ from torch import nn
 
 from gradcam_kit.contract import REFERENCE_CACHE_ENV, weights_policy
 from gradcam_kit.course import Course, load_module_from
-from gradcam_kit.grading.models import CONTRAST_DOMINANT_CLASS, build_model
-from gradcam_kit.grading.protocol import ModelSpec
 from gradcam_kit.grading.reference_cache import wait_for_preparation
+from gradcam_kit.wire.frames import ModelSpec
+from gradcam_kit.worker.models import CONTRAST_DOMINANT_CLASS, build_model
 
 U32 = 2.0**-24
 """float32 unit roundoff."""
@@ -189,7 +189,7 @@ class DiskCache:
 def fingerprint(course: Course) -> str:
     """What every reference value depends on, besides its case."""
     import gradcam_kit.efficientnet as efficientnet
-    import gradcam_kit.grading.models as models
+    import gradcam_kit.worker.models as models
 
     digest = hashlib.sha256()
     files = [course.solutions_dir / "answer_key.py", course.reference_module, course.helper_module,

@@ -27,7 +27,7 @@ import pytest
 from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.course import Course
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import WorkerSession
+from gradcam_kit.host.session import WorkerSession
 
 from ._checks import CHECKS
 from ._judge import Judge

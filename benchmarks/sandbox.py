@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradcam_kit.grading.sandbox import Limits, SandboxPaths, build_command, bwrap_program
-from gradcam_kit.grading.syscalls import filter_fd
+from gradcam_kit.host.sandbox import SandboxPaths, build_command, bwrap_program
+from gradcam_kit.wire.limits import Limits
+from gradcam_kit.worker.syscalls import filter_fd
 
 LOOP = ("import os, time\n"
         "started = time.perf_counter()\n"
@@ -41,7 +42,7 @@ def bare(command: list[str]) -> list[str]:
     words = command[start:]
     out: list[str] = []
     skip = 0
-    for index, word in enumerate(words):
+    for word in words:
         if skip:
             skip -= 1
             continue

@@ -161,7 +161,7 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
         The exit status of the grading (0 when every sample was graded).
     """
     from gradcam_kit.grading.batch import grade_course
-    from gradcam_kit.grading.sandbox import available_isolation
+    from gradcam_kit.host.isolation import available_isolation
     from gradcam_kit.release import generate_release
 
     out = out if out is not None else sys.stdout

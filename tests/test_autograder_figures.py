@@ -4,7 +4,7 @@
 the map of its class, whatever the colormap, the alpha or the way the map is laid over the photo,
 and blank, constant, hidden or swapped heatmaps must not count. These tests draw real matplotlib
 figures in the styles students use, describe them as the worker does
-(``gradcam_kit.grading.worker.Describer``), and score them against maps whose answer is known:
+(``gradcam_kit.worker.describe.Describer``), and score them against maps whose answer is known:
 smooth blobs at known places over a synthetic photo, and, for the margins, the real maps of the
 judge's case.
 """
@@ -27,7 +27,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder_tests import _figures  # noqa: E402
-from gradcam_kit.grading.worker import FIGURE_GRID, Describer, downsample_image  # noqa: E402
+from gradcam_kit.worker.describe import Describer  # noqa: E402
+from gradcam_kit.worker.images import FIGURE_GRID, downsample_image  # noqa: E402
 
 SIZE = 224
 

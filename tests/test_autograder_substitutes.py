@@ -27,7 +27,7 @@ from autograder_tests import _judge, _substitutes  # noqa: E402
 from gradcam_kit import contract  # noqa: E402
 from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References  # noqa: E402
 from gradcam_kit.grading.feedback import StudentFailure  # noqa: E402
-from gradcam_kit.grading.session import Outcome  # noqa: E402
+from gradcam_kit.host.outcomes import Outcome  # noqa: E402
 
 
 def compiled(name: str):

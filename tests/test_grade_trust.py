@@ -15,7 +15,7 @@ import pytest
 
 from gradcam_kit.course import ASSIGNMENT
 from gradcam_kit.grading.batch import GradesFolder, grade_course
-from gradcam_kit.grading.sandbox import available_isolation
+from gradcam_kit.host.isolation import available_isolation
 from test_grade_helpers import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,

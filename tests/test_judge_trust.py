@@ -13,7 +13,8 @@ import pytest
 from autograder_tests._judge import SUBSTITUTED_ERROR, GraderFault, Judge
 from gradcam_kit.grading.feedback import StudentFailure
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import LoadResult, Outcome, WorkerSession
+from gradcam_kit.host.outcomes import LoadResult, Outcome
+from gradcam_kit.host.session import WorkerSession
 from hostile import notebooks
 
 FUNCTIONS = ("channel_weights", "weighted_cam")

@@ -14,11 +14,11 @@ import socket
 
 import numpy as np
 import pytest
+from hostile import notebooks
 
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.sandbox import available_isolation
-from gradcam_kit.grading.session import WorkerSession
-from hostile import notebooks
+from gradcam_kit.host.isolation import available_isolation
+from gradcam_kit.host.session import WorkerSession
 
 SPY = '''
 def spy(paths, writes, host_port):

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from hostile import cases, notebooks
 
 from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import Limits, ModelSpec, WorkerSession
-from hostile import cases, notebooks
+from gradcam_kit.host.session import Limits, ModelSpec, WorkerSession
 
 RESTARTING = {"exit", "crash", "timeout", "cpu", "memory", "output", "processes"}
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcam_kit.grading.models import (
+from gradcam_kit.wire.frames import ModelSpec
+from gradcam_kit.worker.models import (
     CONTRAST_DOMINANT_CLASS,
     build_model,
     contrast_head,
 )
-from gradcam_kit.grading.protocol import ModelSpec
 
 
 def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:

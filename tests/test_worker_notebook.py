@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hostile import cases, notebooks
 
 from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.grading.notebook import SourceNotebookError, read_submission
-from hostile import cases, notebooks
 
 
 @pytest.fixture(scope="module")

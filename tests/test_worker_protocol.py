@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from gradcam_kit.grading.protocol import (
+from gradcam_kit.wire.frames import (
     MAGIC,
     FrameReader,
     LayerRef,

@@ -9,20 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gradcam_kit.grading.sandbox import (
-    ISOLATION_LEVELS,
-    SANDBOX_HOME,
-    Limits,
-    SandboxPaths,
-    UID_RANGE,
-    UidLease,
-    available_isolation,
-    build_command,
-    describe_bytes,
-    prepare_host_home,
-    worker_environment,
-)
-from gradcam_kit.grading.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_modules
+from gradcam_kit.host.isolation import ISOLATION_LEVELS, available_isolation
+from gradcam_kit.host.sandbox import SANDBOX_HOME, SandboxPaths, build_command, prepare_host_home, worker_environment
+from gradcam_kit.host.uids import UID_RANGE, UidLease
+from gradcam_kit.host.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_modules
+from gradcam_kit.wire.limits import Limits, describe_bytes
 
 
 @pytest.fixture
@@ -84,11 +75,13 @@ def test_other_levels_run_the_interpreter_directly(paths):
 def test_the_worker_code_is_derived_from_the_imports(tmp_path):
     """The staged code is the closure of the worker's imports (lazy ones too), nothing else of the kit."""
     modules = worker_modules()
-    assert {"gradcam_kit.grading.worker", "gradcam_kit.grading.models", "gradcam_kit.grading.protocol",
-            "gradcam_kit.grading.zygote_server", "gradcam_kit.grading.mounts", "gradcam_kit.grading.syscalls",
-            "gradcam_kit.efficientnet", "gradcam_kit", "gradcam_kit.grading"} <= set(modules)
-    for host_only in ("batch", "gradebook", "reports", "session", "zygote", "isolation"):
-        assert f"gradcam_kit.grading.{host_only}" not in modules
+    assert {"gradcam_kit.worker.entry", "gradcam_kit.worker.models", "gradcam_kit.wire.frames",
+            "gradcam_kit.worker.zygote_server", "gradcam_kit.worker.mounts", "gradcam_kit.worker.syscalls",
+            "gradcam_kit.efficientnet", "gradcam_kit", "gradcam_kit.worker"} <= set(modules)
+    for host_only in ("grading.batch", "grading.gradebook", "grading.reports", "host.session", "host.zygote",
+                      "host.isolation"):
+        assert f"gradcam_kit.{host_only}" not in modules
+    assert not any(name.startswith(("gradcam_kit.host", "gradcam_kit.grading")) for name in modules)
     staged = staged_worker_code()
     files = {str(path.relative_to(staged)) for path in staged.rglob("*.py")}
     import gradcam_kit
@@ -132,7 +125,7 @@ def test_uid_leases_are_never_shared_nor_reused(tmp_path):
 
 
 def test_uid_leases_skip_uids_the_kernel_holds_keys_for(tmp_path, monkeypatch):
-    from gradcam_kit.grading import sandbox
+    from gradcam_kit.host import uids as sandbox
 
     uids = range(UID_RANGE.stop - 23, UID_RANGE.stop - 20)
     monkeypatch.setattr(sandbox, "_uids_with_keys", lambda: {uids.start})
@@ -168,7 +161,7 @@ def test_describe_bytes(count, text):
 
 
 def test_the_mount_table_is_read_as_the_kernel_writes_it():
-    from gradcam_kit.grading.mounts import MountTable
+    from gradcam_kit.worker.mounts import MountTable
 
     table = MountTable(
         "65 42 0:40 /newroot / rw,nosuid - tmpfs tmpfs rw\n"

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from gradcam_kit.grading.models import build_model
-from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.session import LayerRef, ModelSpec, WorkerSession
 from hostile import cases, notebooks
+
+from gradcam_kit.grading.notebook import read_submission
+from gradcam_kit.host.session import LayerRef, ModelSpec, WorkerSession
+from gradcam_kit.worker.models import build_model
 
 EXTRAS = '''
 def arg_types(*args, **kwargs):
@@ -99,7 +99,7 @@ def local(tp2_utils):
     """The correct solution, run here in the judge's process."""
     namespace = {"torch": torch, "F": torch.nn.functional, "np": np, "tp2_utils": tp2_utils}
     for code in notebooks.SOLUTIONS.values():
-        exec(code, namespace)  # noqa: S102 - our own reference code
+        exec(code, namespace)
     return namespace
 
 
@@ -250,6 +250,24 @@ def test_errors_point_at_the_students_line_only(session):
 
     missing = session.call("no_such_function")
     assert not missing.ok and "`no_such_function` is not defined" in missing.error
+
+
+def test_errors_cross_as_fields_not_as_text(session, small_image):
+    """The location of an error crosses as fields (``Outcome.student_error``), never to be parsed
+    back from ``Outcome.error``, which is rendered from them."""
+    outcome = session.call("nested_failure", np.zeros(7))
+    error = outcome.student_error
+    assert error is not None and outcome.error == str(error)
+    assert error.message == "RuntimeError: shape '[5, 5]' is invalid for input of size 7"
+    assert (error.cell, error.line, error.code) == ("top_and_least", int(_line_of("return v.reshape(5, 5)")),
+                                                    "return v.reshape(5, 5)")
+    assert error.step is None and error.hint == ""
+
+    full = session.probe_hooks(ModelSpec("densenet121", "random"), "features", small_image, 5,
+                               function="full_backward_hooks")
+    assert full.student_error.step == full.value["step"] == "forward"
+    assert full.student_error.hint.startswith(" — this happens with register_full_backward_hook")
+    assert full.error.startswith("at step 'forward': ")
 
 
 def _line_of(text: str) -> str:

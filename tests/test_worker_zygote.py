@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from gradcam_kit.grading.notebook import read_submission
-from gradcam_kit.grading.sandbox import available_isolation
-from gradcam_kit.grading.session import WorkerSession
-from gradcam_kit.contract import ZYGOTE_ENV
-from gradcam_kit.grading.zygote import ZygoteChild
 from hostile import notebooks
+
+from gradcam_kit.contract import ZYGOTE_ENV
+from gradcam_kit.grading.notebook import read_submission
+from gradcam_kit.host.isolation import available_isolation
+from gradcam_kit.host.session import WorkerSession
+from gradcam_kit.host.zygote import ZygoteChild
 
 pytestmark = pytest.mark.skipif("bwrap" not in available_isolation(),
                                 reason="the zygote serves the bwrap level, which this machine lacks")
@@ -141,7 +141,7 @@ def test_the_zygote_can_be_turned_off(submit, monkeypatch):
 
 
 def test_a_timed_out_worker_is_killed_and_the_zygote_goes_on(submit, course, tmp_path):
-    from gradcam_kit.grading.sandbox import Limits
+    from gradcam_kit.wire.limits import Limits
 
     source = notebooks.write(notebooks.source_notebook(), tmp_path / "src" / "TP2_GradCAM.ipynb")
     code = "def channel_weights(gradients):\n    while True:\n        pass\n"

@@ -82,7 +82,7 @@ from gradcam_kit.grading.gradebook import (
     test_cells,
     write_notebook_atomically,
 )
-from gradcam_kit.grading.isolation import IsolationChoice, choose_isolation
+from gradcam_kit.host.isolation import IsolationChoice, choose_isolation
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.grading.exploration import ExplorationReport, annotate_exploration
 from gradcam_kit.grading.fingerprint import GradingInputs
@@ -1142,7 +1142,7 @@ def grade_course(
     isolation : str, optional
         ``--isolation``: grade at this level even if it is weaker than the strongest this machine
         supports (default: the strongest, and refuse when it does not work; see
-        :mod:`gradcam_kit.grading.isolation`).
+        :mod:`gradcam_kit.host.isolation`).
     exploration : bool
         Also run the exploration cells (Parts 2-4, bonus) in the sandbox and show what they printed
         and drew in the autograded copies, for formgrader (:mod:`gradcam_kit.grading.exploration`).

@@ -36,7 +36,7 @@ import nbformat
 from nbformat import NotebookNode
 
 if TYPE_CHECKING:
-    from gradcam_kit.grading.session import WorkerSession
+    from gradcam_kit.host.session import WorkerSession
 
 __all__ = ["CellOutput", "CellReport", "ExplorationCell", "ExplorationReport", "annotate_exploration",
            "exploration_cells", "run_exploration"]

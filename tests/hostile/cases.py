@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gradcam_kit.grading.session import Limits
+from gradcam_kit.wire.limits import Limits
 
 from . import notebooks
 
@@ -222,7 +222,7 @@ LOAD_CELLS = {
                               + notebooks.SOLUTIONS["register_gradcam_hooks"],
     "show_grad_cam": notebooks.SOLUTIONS["show_grad_cam"] + """
 import sys
-from gradcam_kit.grading.protocol import write_frame
+from gradcam_kit.wire.frames import write_frame
 reply = int(sys.argv[sys.argv.index("--reply-fd") + 1])
 for _ in range(100):   # forged progress messages, to stretch the loading deadline forever
     write_frame(reply, {"event": "cell", "grade_id": "setup_imports"})

@@ -1,6 +1,6 @@
 """The models of the grader, built identically by the judge and by the worker.
 
-``build_model(spec)`` is the one place where a :class:`~gradcam_kit.grading.protocol.ModelSpec`
+``build_model(spec)`` is the one place where a :class:`~gradcam_kit.wire.frames.ModelSpec`
 becomes a module. It is deterministic: the same spec gives the same weights in any process (the
 ``random`` weights policy of ``tp2_utils`` is seeded, and so is the contrast head below), so the
 judge can compute its reference on its own copy and compare it with what the student's function
@@ -27,11 +27,10 @@ merely zero. Explain any class but ``D``.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from types import ModuleType
 
-from gradcam_kit.grading.protocol import ModelSpec
+from gradcam_kit.wire.frames import ModelSpec
 
 __all__ = [
     "ARCHITECTURES",
@@ -92,13 +91,10 @@ def contrast_head(in_features: int = 1024, num_classes: int = 1000):
     return head.eval()
 
 
-def _load_efficientnet(weights: str | None):
-    from gradcam_kit.efficientnet import load_efficientnet_lite0  # written by the reference module
+def _load_efficientnet():
+    from gradcam_kit.efficientnet import load_efficientnet_lite0
 
-    parameters = inspect.signature(load_efficientnet_lite0).parameters
-    if "weights" in parameters and weights is not None:
-        return load_efficientnet_lite0(weights=weights)
-    return load_efficientnet_lite0()
+    return load_efficientnet_lite0()  # its pretrained weights always (they install offline)
 
 
 def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
@@ -127,7 +123,7 @@ def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
     if spec.head not in HEADS:
         raise ValueError(f"unknown head {spec.head!r}; choose one of {HEADS}")
     if spec.arch == "efficientnet_lite0":
-        model = _load_efficientnet(spec.weights)
+        model = _load_efficientnet()
     else:
         model = (helpers or default_helpers()).load_model(spec.arch, weights=spec.weights)
     if spec.head == "contrast":

@@ -2,11 +2,11 @@
 
 Starting a worker costs about 2.5 s of CPU, almost all of it importing torch, torchvision and
 matplotlib. At the ``bwrap`` level a judge process keeps one sandbox whose first process, the
-zygote (:mod:`gradcam_kit.grading.zygote_server`), imports them once; each worker is then a fork of
+zygote (:mod:`gradcam_kit.worker.zygote_server`), imports them once; each worker is then a fork of
 it, started in a few milliseconds, in a sandbox cleaned of everything the previous worker left
 (processes, files, System V IPC objects). A worker forked so gets the same ``start`` message, limits and audit hook
 as a freshly started one, and :class:`ZygoteChild` offers the part of ``subprocess.Popen`` that
-:class:`~gradcam_kit.grading.session.WorkerSession` uses.
+:class:`~gradcam_kit.host.session.WorkerSession` uses.
 
 Only one worker lives in a zygote's sandbox at a time. A session that finds the zygote busy, or
 a zygote that fails in any way, falls back to starting a worker of its own, as before; a zygote
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gradcam_kit.contract import ZYGOTE_ENV
-from gradcam_kit.grading.syscalls import filter_fd
+from gradcam_kit.fsutil import kill_group
+from gradcam_kit.worker.syscalls import filter_fd
 
 _ANSWER_SECONDS = 30.0
 """How long the zygote may take to answer a request (it may be cleaning up after a worker)."""
@@ -79,7 +80,7 @@ class Zygote:
             self.process = subprocess.Popen(
                 command(["--zygote-fd", str(theirs.fileno())], seccomp), stdin=subprocess.DEVNULL, stdout=self._log,
                 stderr=self._log, pass_fds=(theirs.fileno(), seccomp), env=env, cwd="/", start_new_session=True)
-        except Exception as error:  # noqa: BLE001 - no bwrap, no libseccomp
+        except Exception as error:  # no bwrap, no libseccomp
             ours.close()
             self._log.close()
             raise ZygoteError(f"the zygote could not be started ({error})") from None
@@ -145,11 +146,7 @@ class Zygote:
     def stop(self) -> None:
         """End the sandbox (every worker in it dies too)."""
         if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.process.kill()
+            kill_group(self.process, wait=None)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -258,13 +255,6 @@ def shared_zygote(key: tuple, start: Callable[[], Zygote]) -> Zygote:
     if zygote is None:
         zygote = _ZYGOTES[key] = start()
     return zygote
-
-
-def forget_zygote(key: tuple) -> None:
-    """Stop and forget the zygote for ``key`` (after it misbehaved)."""
-    zygote = _ZYGOTES.pop(key, None)
-    if zygote is not None:
-        zygote.stop()
 
 
 @atexit.register

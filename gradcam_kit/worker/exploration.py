@@ -10,7 +10,7 @@ backend would show it:
   not a figure are kept as their ``repr``;
 * nothing else: no HTML, no JavaScript, no rich representation of any kind.
 
-The cell runs under the limits of a call (``Worker._run_student``: the CPU budget, and the session's
+The cell runs under the limits of a call (``Worker.run_student``: the CPU budget, and the session's
 wall clock). The answer is plain data for :mod:`gradcam_kit.grading.exploration`, which checks it
 again: ``{"ok", "error", "failure", "seconds", "value": {"outputs": [...]}}`` with outputs
 ``{"kind": "text", "name": "stdout" | "stderr", "text": str}`` or ``{"kind": "png", "data": uint8
@@ -25,18 +25,19 @@ import io
 import linecache
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # for the annotations only: the worker imports this module
-    from gradcam_kit.grading.worker import Worker
+from gradcam_kit.wire.failures import Failure, StudentError
+from gradcam_kit.wire.messages import Answer, ExploreRequest, running_event
+from gradcam_kit.worker.failures import CELL_PREFIX, CallFailure
+from gradcam_kit.worker.loading import CellRunner
 
 MAX_TEXT_CHARS = 20_000
 MAX_IMAGES = 12
 MAX_PNG_BYTES = 2 * 2**20
 DPI = 72
-CELL_PREFIX = "<cell "
 
 
 class Capture:
@@ -123,7 +124,7 @@ class _Stream(io.TextIOBase):
 def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
-    except BaseException:  # noqa: BLE001 - a hostile __repr__
+    except BaseException:  # a hostile __repr__
         return f"<{type(value).__name__} object>"
     return text if isinstance(text, str) else f"<{type(value).__name__} object>"
 
@@ -132,68 +133,65 @@ def _split_last_expression(code: str, filename: str) -> tuple[Any, Any]:
     """(the cell without its last expression, that expression) compiled, as IPython runs a cell."""
     tree = ast.parse(code, filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = ast.Expression(final.value)
     body = compile(tree, filename, "exec")
     return body, (compile(last, filename, "eval") if last is not None else None)
 
 
-def run_exploration_cell(worker: "Worker", request: dict[str, Any],
-                         failure_type: type[Exception]) -> dict[str, Any]:
+def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
     """Answer an ``explore`` request (see the module docstring).
 
-    ``worker`` runs the code (``_run_student``: limits, and its failures as ``failure_type``, the
-    worker's ``CallFailure``, with ``message``, ``kind`` and ``restart``).
+    ``worker`` runs the code (``run_student``: the limits of a call, failures as ``CallFailure``).
     """
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    grade_id = str(request.get("grade_id"))
-    code, source = str(request.get("code", "")), str(request.get("source", ""))
+    grade_id, code, source = request.grade_id, request.code, request.source
     filename = f"{CELL_PREFIX}{grade_id}>"
     source_lines, code_lines = source.splitlines(True), code.splitlines(True)
     linecache.cache[filename] = (len(code), None, source_lines if len(source_lines) == len(code_lines)
                                  else code_lines, filename)
     capture = Capture()
     namespace = worker.namespace
-    saved = {"stdout": sys.stdout, "stderr": sys.stderr, "show": plt.show, "display": namespace.get("display")}
-    answer: dict[str, Any] = {"ok": True, "error": None, "failure": None}
+    saved_streams, saved_show, saved_display = (sys.stdout, sys.stderr), plt.show, namespace.get("display")
+    answer = Answer(True)
     started = time.perf_counter()
     try:
         body, last = _split_last_expression(code, filename)
-        worker._reset_state()
-        worker.send({"event": "running"})
+        worker.reset_state()
+        worker.send(running_event())
         started = time.perf_counter()
         sys.stdout, sys.stderr = _Stream(capture, "stdout"), _Stream(capture, "stderr")
         plt.show = lambda *args, **kwargs: capture.flush_figures()
         namespace["display"] = capture.display
 
         def cell() -> None:
-            exec(body, namespace)  # noqa: S102 - the student's cell, in the sandbox
-            value = eval(last, namespace) if last is not None else None  # noqa: S307
+            exec(body, namespace)  # the student's cell, in the sandbox
+            value = eval(last, namespace) if last is not None else None
             if value is not None and not (isinstance(value, Figure) and plt.fignum_exists(value.number)):
                 capture.display(value)  # an open figure is shown once, at the end, as Jupyter would
             capture.flush_figures()
 
-        worker._run_student(cell)
-    except failure_type as failure:
-        kind = getattr(failure, "kind", "exception")
-        answer.update(ok=False, error=getattr(failure, "message", str(failure)), failure=kind,
-                      restart=kind if getattr(failure, "restart", False) else None)
+        worker.run_student(cell)
+    except CallFailure as failure:
+        answer = failure.answer()
     except SyntaxError as error:  # the host compiled it already; a cell that is not Python after all
-        answer.update(ok=False, error=f"SyntaxError: {error.msg} (line {error.lineno})", failure="exception")
+        answer = Answer(False, error=StudentError(f"SyntaxError: {error.msg} (line {error.lineno})"),
+                        failure=Failure.EXCEPTION)
     finally:
-        sys.stdout, sys.stderr = saved["stdout"], saved["stderr"]
-        plt.show = saved["show"]
-        namespace["display"] = saved["display"]
-    answer["seconds"] = time.perf_counter() - started
-    if answer["ok"] is False and not answer.get("restart"):  # what was drawn before the failure is kept too
+        sys.stdout, sys.stderr = saved_streams
+        plt.show = saved_show
+        namespace["display"] = saved_display
+    answer.seconds = time.perf_counter() - started
+    if not answer.ok and not answer.restart:  # what was drawn before the failure is kept too
         try:
-            worker._run_student(capture.flush_figures)
-        except failure_type:  # a figure the student broke
+            worker.run_student(capture.flush_figures)
+        except CallFailure:  # a figure the student broke
             pass
-    answer["value"] = {"outputs": capture.result()}
-    answer["observations"] = {}
-    restart = worker._after_call()
-    answer["restart"] = answer.get("restart") or restart
+    answer.value = {"outputs": capture.result()}
+    answer.observations = {}
+    answer.restart = answer.restart or worker.after_call()
     return answer

@@ -13,10 +13,11 @@ So the grader stages the modules the worker imports into a folder of its own
 at the other levels it is used where it is. It is also the only part of the kit that the worker
 may read (the tripwire allows it and nothing else of the kit).
 
-Which modules: :data:`WORKER_ENTRY` and every module of the kit's package that it imports, at the
-top of a file or inside a function, transitively (:func:`worker_modules`), read from the files of
-the package this process imported. Nothing here is a hand-kept list: moving the worker's modules
-elsewhere (a package of their own) changes the entry point and nothing else.
+Which modules: every module of the packages that run inside the sandbox (:data:`SANDBOX_PACKAGES`:
+:mod:`gradcam_kit.worker` and :mod:`gradcam_kit.wire`), found by walking their folders, and every
+module of the kit that they import, at the top of a file or inside a function, transitively
+(:func:`worker_modules`), read from the files of the package this process imported. Nothing here is
+a hand-kept list of modules: a module added to the worker package is staged, and so is what it imports.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["CODE_IN_SANDBOX", "WORKER_ENTRY", "staged_worker_code", "worker_command", "worker_modules"]
+__all__ = ["CODE_IN_SANDBOX", "SANDBOX_PACKAGES", "WORKER_ENTRY", "staged_worker_code", "worker_command",
+           "worker_modules"]
 
-WORKER_ENTRY = "gradcam_kit.grading.worker"
+SANDBOX_PACKAGES = ("gradcam_kit.worker", "gradcam_kit.wire")
+"""The packages whose code runs inside the sandbox (the worker, and what crosses the boundary)."""
+WORKER_ENTRY = "gradcam_kit.worker.entry"
 """The module the worker runs (its ``main``)."""
 CODE_IN_SANDBOX = "/opt/gradcam-kit"
 """Where the staged code is bound inside the ``bwrap`` sandbox."""
@@ -81,25 +85,32 @@ def _imported_names(path: Path, module: str, package: str) -> set[str]:
     return {name for name in names if name == package or name.startswith(package + ".")}
 
 
-def worker_modules(entry: str = WORKER_ENTRY) -> dict[str, Path]:
-    """The modules of the kit the worker imports, by name, with their files in this process's kit.
+def _package_modules(root: Path, package: str) -> list[str]:
+    """Every module of ``package`` (``top.sub``), found in its folder under the package folder ``root``."""
+    folder = root.joinpath(*package.split(".")[1:])
+    return sorted(".".join((package, *path.relative_to(folder).with_suffix("").parts)).removesuffix(".__init__")
+                  for path in folder.rglob("*.py"))
+
+
+def worker_modules(packages: tuple[str, ...] = SANDBOX_PACKAGES) -> dict[str, Path]:
+    """The modules of the kit the worker may import, by name, with their files in this process's kit.
 
     Parameters
     ----------
-    entry : str
-        The worker's module (its package is the kit's top-level package).
+    packages : tuple of str
+        The packages that run inside the sandbox (all of a top-level package: the kit's).
 
     Returns
     -------
     dict of str to Path
-        Every module reachable from ``entry`` by ``import`` statements (lazy ones included) that
-        belongs to the same top-level package, with the packages that hold them
-        (``gradcam_kit``, ``gradcam_kit.grading``, ...).
+        Every module of ``packages``, and every module reachable from them by ``import`` statements
+        (lazy ones included) that belongs to the same top-level package, with the packages that
+        hold them (``gradcam_kit``, ``gradcam_kit.worker``, ...).
     """
-    package = entry.split(".")[0]
-    root = _package_root(package)
+    top = packages[0].split(".")[0]
+    root = _package_root(top)
     found: dict[str, Path] = {}
-    pending = [entry]
+    pending = [module for package in packages for module in _package_modules(root, package)]
     while pending:
         name = pending.pop()
         if name in found:
@@ -110,7 +121,7 @@ def worker_modules(entry: str = WORKER_ENTRY) -> dict[str, Path]:
         found[name] = path
         parts = name.split(".")
         pending += [".".join(parts[:index]) for index in range(1, len(parts))]
-        pending += sorted(_imported_names(path, name, package) - set(found))
+        pending += sorted(_imported_names(path, name, top) - set(found))
     return found
 
 
@@ -130,7 +141,7 @@ def staged_worker_code() -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)  # the modification time too: it validates the bytecode below
     compileall.compile_dir(str(folder), quiet=2, workers=1)
-    for place, folders, files in os.walk(folder):
+    for place, _, files in os.walk(folder):
         os.chmod(place, 0o755)
         for name in files:
             os.chmod(os.path.join(place, name), 0o644)

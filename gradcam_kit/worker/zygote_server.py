@@ -1,14 +1,14 @@
 """The zygote, inside the sandbox: it imports torch once and forks a fresh worker per submission.
 
-Started by :class:`gradcam_kit.grading.zygote.Zygote` as the worker's ``main`` with ``--zygote-fd
-N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it reads its configuration from the control
-socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON message per packet, file descriptors passed
-alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_libraries`), says
-``ready``, then serves one request at a time:
+Started by :class:`gradcam_kit.host.zygote.Zygote` as the worker's ``main`` with ``--zygote-fd
+N``, in a ``bwrap`` sandbox of its own (under the system-call filter, in a new session keyring), it
+reads its configuration from the control socket ``N`` (a ``SOCK_SEQPACKET`` socket: one JSON
+message per packet, file descriptors passed alongside), imports the libraries
+(:func:`~gradcam_kit.worker.boot.import_libraries`), says ``ready``, then serves one request at a time:
 
 ``{"op": "fork"}`` with three descriptors (request pipe, reply pipe, log file)
     fork a worker: in the child, a new session, the log as standard output and error, then
-    exactly what a freshly started worker does (:func:`~gradcam_kit.grading.worker.run_worker`).
+    exactly what a freshly started worker does (:func:`~gradcam_kit.worker.entry.run_worker`).
     Answers ``{"event": "forked", "pid": P}``.
 ``{"op": "kill", "pid": P}``
     kill that worker's process group.
@@ -17,7 +17,7 @@ alongside), imports the libraries (:func:`~gradcam_kit.grading.worker.import_lib
 
 When a worker ends, the zygote kills every other process left in the sandbox, removes whatever was
 written on the sandbox's writable mounts (the scratch folder, ``/tmp``, ``/dev/shm``, the POSIX
-message queues, anything new elsewhere: :class:`~gradcam_kit.grading.mounts.Wiper`, which reads
+message queues, anything new elsewhere: :class:`~gradcam_kit.worker.mounts.Wiper`, which reads
 them from the mount table) and every System V IPC object, and only then reports ``{"event":
 "exited", "pid": P, "status": S}`` (``S`` as ``Popen.returncode``: negative for a signal). The next worker therefore
 starts in the same clean sandbox as a freshly started one, and nothing of one student's code
@@ -42,7 +42,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from gradcam_kit.grading.mounts import Wiper
+from gradcam_kit.fsutil import kill_group
+from gradcam_kit.worker.boot import import_libraries, prepare_home
+from gradcam_kit.worker.mounts import Wiper
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
@@ -78,11 +80,10 @@ class ZygoteServer:
 
     # -- life -----------------------------------------------------------------------------------
     def serve(self) -> int:
-        from gradcam_kit.grading.worker import import_libraries, prepare_home
-
-        self.config, _ = self.receive()
-        if self.config is None:
+        config, _ = self.receive()
+        if config is None:
             return 0
+        self.config = config
         _prctl(_PR_SET_DUMPABLE, 0)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         self.wiper = Wiper(self.config["home"])  # the sandbox as it was built
@@ -107,17 +108,17 @@ class ZygoteServer:
             else:
                 for fd in fds:
                     os.close(fd)
-            if op == "kill" and self.child is not None and message.get("pid") == self.child:
-                _kill_group(self.child)
+            if op == "kill" and self.child is not None and message is not None and message.get("pid") == self.child:
+                kill_group(self.child)
             elif message is None or op == "bye":
                 if self.child is not None:
-                    _kill_group(self.child)
+                    kill_group(self.child)
                 self.sweep()
                 return 0
 
     def fork(self, request_fd: int, reply_fd: int, log_fd: int) -> None:
         if self.child is not None:  # one worker at a time: the previous one is ended first
-            _kill_group(self.child)
+            kill_group(self.child)
             while self.child is not None:
                 self.reap(block=True)
         sys.stdout.flush()
@@ -134,7 +135,7 @@ class ZygoteServer:
                 code = self.run_worker(request_fd, reply_fd)
             except SystemExit as leaving:
                 code = leaving.code if isinstance(leaving.code, int) else 1
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()
@@ -186,7 +187,7 @@ class ZygoteServer:
         return False
 
     def wipe(self) -> bool:
-        """Remove what the workers wrote anywhere in the sandbox (:class:`~gradcam_kit.grading.mounts.Wiper`:
+        """Remove what the workers wrote anywhere in the sandbox (:class:`~gradcam_kit.worker.mounts.Wiper`:
         the writable mounts, read from the sandbox's mount table). True when it is as it was built."""
         if self.wiper is None:
             self.wiper = Wiper(self.config["home"])
@@ -222,10 +223,3 @@ def remove_ipc_objects() -> bool:
             remove(ident)
     return not any(_ipc_ids(kind) for kind in removers)
 
-
-def _kill_group(pid: int) -> None:
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

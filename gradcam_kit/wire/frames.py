@@ -1,4 +1,4 @@
-"""Plain-data messages between the judge and the worker.
+"""Plain-data frames between the grader and the worker: what may cross, and how it is laid out.
 
 Nothing of the student's making is ever unpickled: a message is a JSON document plus numpy arrays
 stored as ``.npy`` bytes and read back with ``np.load(..., allow_pickle=False)``.
@@ -32,7 +32,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -48,6 +48,9 @@ __all__ = [
     "map_leaves",
     "pack_frame",
     "read_frame",
+    "record_of",
+    "require",
+    "text_of",
     "unpack_payload",
     "write_frame",
 ]
@@ -68,7 +71,7 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model for the worker to build afresh for one call (see :mod:`gradcam_kit.grading.models`).
+    """A model for the worker to build afresh for one call (see :mod:`gradcam_kit.worker.models`).
 
     Parameters
     ----------
@@ -79,7 +82,7 @@ class ModelSpec:
         means the session's weights policy (``$GRADCAM_WEIGHTS`` of the judge).
     head : {None, "contrast"}
         ``"contrast"`` replaces the classifier by the deterministic head of
-        :func:`gradcam_kit.grading.models.contrast_head` (a class that dominates the softmax).
+        :func:`gradcam_kit.worker.models.contrast_head` (a class that dominates the softmax).
     """
 
     arch: str = "densenet121"
@@ -92,6 +95,24 @@ class LayerRef:
     """The submodule ``name`` (dotted, as in ``model.get_submodule``) of the call's model argument."""
 
     name: str
+
+
+def require(condition: bool, what: str) -> None:
+    """Raise :class:`ProtocolError` (``malformed message: what``) unless ``condition``."""
+    if not condition:
+        raise ProtocolError(f"malformed message: {what}")
+
+
+def record_of(message: Any, what: str) -> Mapping[str, Any]:
+    """``message``, which must be a record (a dict)."""
+    require(isinstance(message, dict), f"{what} is not a record")
+    return message
+
+
+def text_of(value: Any, what: str, optional: bool = False) -> Any:
+    """``value``, which must be a string (or ``None`` when ``optional``)."""
+    require(type(value) is str or (optional and value is None), f"{what} must be a string")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What a worker may have written in its sandbox, found from the sandbox's own mounts, and removed.
 
-Used inside the ``bwrap`` sandbox by the zygote (:mod:`gradcam_kit.grading.zygote_server`) between
+Used inside the ``bwrap`` sandbox by the zygote (:mod:`gradcam_kit.worker.zygote_server`) between
 two workers. Nothing here is a hand-kept list of paths: the writable places are the sandbox's
 writable in-memory mounts, read from ``/proc/self/mountinfo`` (``tmpfs`` and ``mqueue``: the root
 of the sandbox, ``/dev``, ``/tmp``, the scratch folder, the POSIX message queues), and what must
