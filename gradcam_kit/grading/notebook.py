@@ -121,10 +121,6 @@ class SubmissionProgram:
     fatal: str | None = None
     functions: tuple[str, ...] = GRADED_FUNCTIONS
 
-    def problem(self, function: str) -> str | None:
-        """Why ``function`` cannot be graded, or ``None``."""
-        return self.problems.get(function)
-
     @property
     def runnable(self) -> bool:
         """Whether the worker has anything of the student's to run."""
