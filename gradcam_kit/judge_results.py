@@ -253,6 +253,28 @@ class JudgeResults:
         return results
 
     @classmethod
+    def for_gradebook(cls, path: Path, expected: Mapping[str, float]) -> "JudgeResults":
+        """The results at ``path``, if a grade can be recorded from them.
+
+        :meth:`from_json`, then no test the grader failed on (:meth:`grader_fault`), then the
+        points of the gradebook (:meth:`check_points`): what ``gradcam-kit grade`` needs before it
+        records a student.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the judge wrote no results.
+        JudgeResultsError
+            Otherwise, with the reason (``"<test>: <why>"`` when the grader failed on a test).
+        """
+        results = cls.from_json(path)
+        fault = results.grader_fault()
+        if fault is not None:
+            raise JudgeResultsError(fault)
+        results.check_points(expected)
+        return results
+
+    @classmethod
     def of(cls, value: "JudgeResults | Mapping[str, Any]") -> "JudgeResults":
         """``value`` itself, or read from its JSON object (what the batch keeps is a dict)."""
         return value if isinstance(value, JudgeResults) else cls.from_plain(dict(value))

@@ -88,3 +88,24 @@ def test_text_that_cannot_be_encoded_is_replaced(tmp_path):
     assert results.tests["test_a"].feedback == "bad \ufffd text"
     results.write(tmp_path / "r.json")
     assert "\ufffd" in (tmp_path / "r.json").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("tests", "message"), [
+    ({"test_a": {"outcome": "passed"}, "test_b": {}}, "malformed"),
+    ({"test_a": {"outcome": "error", "points": 0, "max_points": 1, "feedback": "oops"}}, "^test_a: oops$"),
+    ({"test_a": {"outcome": "error", "points": 0, "max_points": 1, "feedback": "internal",
+                 "grader_error": "the worker could not be started"}}, "^test_a: the worker could not be started$"),
+    ({"test_a": {"outcome": "passed", "points": 1, "max_points": 1}}, "no result for test_b"),
+    ({"test_a": {"outcome": "passed", "points": 1, "max_points": 1},
+      "test_b": {"outcome": "passed", "points": 1, "max_points": 1}}, "worth 2 points in the gradebook but 1"),
+])
+def test_a_grade_is_recorded_only_from_sound_results(tmp_path, tests, message):
+    """What ``gradcam-kit grade`` checks before it records a student (``for_gradebook``)."""
+    path = tmp_path / "carol.json"
+    path.write_text(json.dumps({"tests": tests}))
+    with pytest.raises(JudgeResultsError, match=message):
+        JudgeResults.for_gradebook(path, {"test_a": 1.0, "test_b": 2.0})
+    good = {"test_a": {"outcome": "passed", "points": 1, "max_points": 1},
+            "test_b": {"outcome": "failed", "points": 0, "max_points": 2}}
+    path.write_text(json.dumps({"tests": good}))
+    assert JudgeResults.for_gradebook(path, {"test_a": 1.0, "test_b": 2.0}).total() == (1.0, 3.0)
