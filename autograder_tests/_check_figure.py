@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def top_and_least_inputs() -> list[tuple[np.ndarray, dict[str, int]]]:
+def top_and_least_inputs() -> list[tuple[np.ndarray, dict[str, Any]]]:
     """Scores without ties: 1000 classes (shape (C,) and (1, C)), several k."""
     rng = np.random.default_rng(20240604)
     first = (rng.permutation(1000).astype(np.float32) * 0.37 - 150.0)
@@ -89,7 +89,7 @@ FIGURE_LAYER = "features"
 def _names_in_order(titles: Sequence[str], names: Sequence[str]) -> bool:
     """Whether each title names its class (as a whole word or phrase)."""
     return len(titles) == len(names) and all(
-        re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", title) for title, name in zip(titles, names))
+        re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", title) for title, name in zip(titles, names, strict=True))
 
 
 def figure_classes(refs: References) -> list[int]:
@@ -149,11 +149,11 @@ def figure_problem(judge: Judge, outcome: Outcome) -> str | None:
     maps = refs.class_maps(DENSENET, CATS, FIGURE_LAYER, classes)
     grids = {c: [_figures.map_grid(m) for m in maps[c].values()] for c in classes}
     photo = _figures.photo_grid(refs.image(CATS))
-    for position, (axis, class_idx) in enumerate(zip(panels, classes), start=1):
+    for position, (axis, class_idx) in enumerate(zip(panels, classes, strict=False), start=1):
         layers = _figures.panel_layers(axis)
         scores = {c: _figures.panel_score(layers, photo, grids[c]) for c in classes
                   if any(_figures.informative(g) for g in grids[c])}
-        best = max(scores, key=scores.get, default=None)
+        best = max(scores, key=scores.__getitem__, default=None)
         label = f"Panel {position} ({titles[position - 1]!r})"
         own = f"class {class_idx} ({names[class_idx]})"
         if class_idx not in scores:
@@ -161,6 +161,7 @@ def figure_problem(judge: Judge, outcome: Outcome) -> str | None:
                 return (f"{label} shows the Grad-CAM map of class {best} ({names[best]}); the map of {own} is "
                         "blank here (nothing is left after the ReLU), so the panel should show no heat.")
             continue
+        assert best is not None  # its own class is scored
         if scores[class_idx] >= _figures.HEAT_MIN and scores[class_idx] >= scores[best] - _figures.HEAT_MARGIN:
             continue
         if scores[best] >= _figures.HEAT_MIN and best != class_idx:

@@ -178,7 +178,7 @@ def _map_mismatch(judge: Judge, case: Case, call: str, got: np.ndarray, maps: di
             hint = " Return the map of the one image, without the batch dimension."
         return (f"`{call}` returned a tensor of shape {fmt_shape(got.shape)}; expected {fmt_shape(expected_shape)}, "
                 f"the size of the image.{hint}")
-    best = min(errors, key=errors.get)
+    best = min(errors, key=errors.__getitem__)
     worst, index = largest_error(got, maps[best])
     text = (f"your heatmap differs from the reference: the largest difference is {fmt_value(worst)} at pixel "
             f"{tuple(index)} (accepted: {fmt_value(tolerance)}). Yours: {array_summary(got)}; the reference: "

@@ -64,7 +64,7 @@ def check_register_gradcam_hooks(judge: Judge) -> str:
         where = f"On {case.describe()}: "
         if not outcome.ok:
             step = value.get("step")
-            raise CheckFailure(f"{where}{_STEP_WORDS.get(step, 'your hooks failed')}: {outcome.error}")
+            raise CheckFailure(f"{where}{_STEP_WORDS.get(str(step), 'your hooks failed')}: {outcome.error}")
         added = value.get("hooks_added") or {}
         if case.layer not in added:
             raise CheckFailure(f"{where}`register_gradcam_hooks(model.{case.layer})` attached no hook to "

@@ -97,7 +97,8 @@ def check_weighted_cam(judge: Judge) -> str:
         n, k, h, w = activations.shape
         call = "weighted_cam(activations, weights)"
         got = returned_tensor(judge.call("weighted_cam", activations, weights), call).array
-        expect_shape(got, (n, h, w), call, f"one map per image, for activations of shape {fmt_shape(activations.shape)}",
+        meaning = f"one map per image, for activations of shape {fmt_shape(activations.shape)}"
+        expect_shape(got, (n, h, w), call, meaning,
                      {(n, 1, h, w): "Remove the channel dimension: sum over it.",
                       (n, k, h, w): "Sum the weighted maps over the channels (dimension 1)."})
         terms = weights.astype(np.float64)[:, :, None, None] * activations
@@ -126,7 +127,7 @@ about ``4u`` of the largest input), and normalising divides by the range; the te
 ``max|x| / range <= 3``, so a correct float32 result is within ``1e-6``. The rest of the allowance
 covers a small ``eps`` added to the denominator (``range + eps``, with ``eps <= 1e-4 * range``)."""
 
-RESAMPLINGS = {
+RESAMPLINGS: dict[str, dict[str, Any]] = {
     "bilinear with align_corners=True": dict(mode="bilinear", align_corners=True),
     "nearest": dict(mode="nearest"),
     "nearest-exact": dict(mode="nearest-exact"),
@@ -173,20 +174,22 @@ def check_upsample_normalize(judge: Judge) -> str:
             low, high = float(single.min()), float(single.max())
             if abs(low) > UPSAMPLE_TOLERANCE or abs(high - 1.0) > UPSAMPLE_TOLERANCE:
                 hint = ""
-                if n > 1 and min(float(got.min()), 0.0) > -UPSAMPLE_TOLERANCE and abs(float(got.max()) - 1) <= UPSAMPLE_TOLERANCE:
+                whole_batch = min(float(got.min()), 0.0) > -UPSAMPLE_TOLERANCE \
+                    and abs(float(got.max()) - 1) <= UPSAMPLE_TOLERANCE
+                if n > 1 and whole_batch:
                     hint = " Each map must be scaled on its own (its own min and max), not the whole batch at once."
                 raise CheckFailure(f"`{call}`: map {index} has values in [{fmt_value(low)}, {fmt_value(high)}]; "
                                    f"each map should be min-max scaled to exactly [0, 1].{hint}")
         expected = resample(cam, size, mode="bilinear", align_corners=False)
-        worst, index = largest_error(got, expected)
+        worst, pixel = largest_error(got, expected)
         if worst > UPSAMPLE_TOLERANCE:
             like = [name for name, how in RESAMPLINGS.items()
                     if largest_error(got, resample(cam, size, **how))[0] <= UPSAMPLE_TOLERANCE]
             hint = (f" It matches {like[0]} instead." if like else
                     " Upsample first (F.interpolate, mode=\"bilinear\", align_corners=False), then normalise.")
             raise CheckFailure(f"`{call}` is not bilinear interpolation with align_corners=False followed by "
-                               f"min-max scaling: at {list(index)} the value should be "
-                               f"{fmt_value(expected[index])}, yours is {fmt_value(got[index])}.{hint}")
+                               f"min-max scaling: at {list(pixel)} the value should be "
+                               f"{fmt_value(expected[pixel])}, yours is {fmt_value(got[pixel])}.{hint}")
     for value in (0.0, 2.5):
         cam = np.full((1, 7, 7), value, dtype=np.float32)
         call = f"upsample_normalize(cam, size=(16, 16)) for a constant map of {value:g}"

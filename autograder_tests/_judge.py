@@ -211,11 +211,13 @@ class Judge:
         arrays = {"image": np.asarray(image, dtype=np.float32), "reference": np.asarray(reference, dtype=np.float32)}
         if case is not None:
             arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer), image_name=np.array(case.image),
-                          class_idx=np.array(int(case.class_idx)), weights=np.array(case.spec.weights or weights_policy()))
+                          class_idx=np.array(int(case.class_idx)),
+                          weights=np.array(case.spec.weights or weights_policy()))
         if student is not None and student.shape == reference.shape:
             arrays["student"] = np.asarray(student, dtype=np.float32)
         try:
-            write_atomically(self.artifacts_dir / HEATMAP_NPZ, lambda stream: np.savez_compressed(stream, **arrays),
+            write_atomically(self.artifacts_dir / HEATMAP_NPZ,
+                             lambda stream: np.savez_compressed(stream, **arrays),  # type: ignore[arg-type]
                              durable=False)
             self.artifacts["heatmap"] = HEATMAP_NPZ
         except OSError:
@@ -227,7 +229,7 @@ class Judge:
             png = comparison_png(self.refs.picture(case.image), arrays["reference"], arrays.get("student"))
             write_atomically(self.artifacts_dir / HEATMAP_PNG, png, durable=False)
             self.artifacts["heatmap_png"] = HEATMAP_PNG
-        except Exception:  # noqa: BLE001 - only the picture is lost, never the grade
+        except Exception:  # only the picture is lost, never the grade
             traceback.print_exc()
 
 
@@ -283,10 +285,11 @@ def returned_tensor(outcome: Outcome, call: str, where: str = "") -> TensorValue
     return as_tensor(outcome.value, f"What `{call}` returned")
 
 
-def expect_shape(got: np.ndarray, expected: tuple[int, ...], call: str, meaning: str, hints: Mapping[tuple, str] = {}) -> None:
+def expect_shape(got: np.ndarray, expected: tuple[int, ...], call: str, meaning: str,
+                 hints: Mapping[tuple, str] | None = None) -> None:
     """Fail unless ``got`` has shape ``expected``; ``hints`` maps wrong shapes to explanations."""
     if tuple(got.shape) == tuple(expected):
         return
-    hint = hints.get(tuple(got.shape), "")
+    hint = (hints or {}).get(tuple(got.shape), "")
     raise CheckFailure(f"`{call}` returned a tensor of shape {fmt_shape(got.shape)}; expected "
                        f"{fmt_shape(expected)} ({meaning}).{' ' + hint if hint else ''}")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -164,7 +164,8 @@ class DiskCache:
             return None
 
     def put(self, key: tuple, arrays: Mapping[str, np.ndarray]) -> None:
-        write_atomically(self._path(key), lambda stream: np.savez(stream, **arrays), durable=False)
+        write_atomically(self._path(key), lambda stream: np.savez(stream, **arrays),  # type: ignore[arg-type]
+                         durable=False)
 
 
 def fingerprint(course: Course) -> str:
@@ -321,7 +322,8 @@ class References:
         top = self.ranked_classes(spec, image)[0]
         return self.capture(Case(spec, image, top, layer)).modified_in_place
 
-    def class_maps(self, spec: ModelSpec, image: str, layer: str, classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
+    def class_maps(self, spec: ModelSpec, image: str, layer: str,
+                   classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
         """Normalised reference maps (H, W) of several classes, under each convention.
 
         One call of ``gradcam_reference.grad_cam`` per convention serves all the classes (one
@@ -341,7 +343,7 @@ class References:
                 per_convention[convention] = self.key.reference.normalize_maps(raw[0]).numpy()
             for index, class_idx in enumerate(missing):
                 maps = {conv: per_convention[conv][index] for conv in conventions}
-                self._arrays(("maps", spec, image, class_idx, layer), lambda maps=maps: maps)
+                self._arrays(("maps", spec, image, class_idx, layer), partial(dict, maps))
         result = {}
         for class_idx in classes:
             maps = dict(self._arrays(("maps", spec, image, class_idx, layer), _unreachable))
@@ -364,7 +366,7 @@ class References:
             batch = torch.from_numpy(self.image(image))
             raw = self.key.reference.grad_cam(wrapped, batch, [classes], model.get_submodule(layer),
                                               convention="pre_relu", size=tuple(batch.shape[-2:]))
-            return {str(c): m for c, m in zip(classes, self.key.reference.normalize_maps(raw[0]).numpy())}
+            return {str(c): m for c, m in zip(classes, self.key.reference.normalize_maps(raw[0]).numpy(), strict=True)}
 
         arrays = self._arrays(("softmax", spec, image, layer, tuple(classes)), compute)
         return {c: arrays[str(c)] for c in classes}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, cast
 
 import pytest
 
@@ -89,7 +89,7 @@ def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
     if submission is None:
         raise pytest.UsageError("the judge needs --submission NOTEBOOK")
     course = pytestconfig.stash[_COURSE]
-    recorder: ResultsPlugin = pytestconfig.pluginmanager.get_plugin(RECORDER)
+    recorder = cast(ResultsPlugin, pytestconfig.pluginmanager.get_plugin(RECORDER))
     program = read_submission(Path(submission), course.source_notebook)
     cache = pytestconfig.getoption("--reference-cache")
     references = References(course, Path(cache) if cache else None)
@@ -116,5 +116,5 @@ def run_exploration_cells(session: WorkerSession, submission: Path, course: Cour
 
     try:
         run_exploration(session, submission, course.source_notebook).write(artifacts)
-    except Exception:  # noqa: BLE001 - never a reason to lose the grade
+    except Exception:  # never a reason to lose the grade
         traceback.print_exc()

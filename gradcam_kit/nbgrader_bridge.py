@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from gradcam_kit.contract import HIDDEN_CACHE_ENV, REFERENCE_CACHE_ENV, judge_timeout
 from gradcam_kit.course import CONFIG_FILE, NOTEBOOK
@@ -77,7 +78,7 @@ def run_hidden_test(name: str) -> float | None:
     HiddenTestError
         When the judge could not be run (the cell then gets no credit, as for any error).
     """
-    __tracebackhide__ = True  # noqa: F841  (pytest and IPython's debugger skip this frame)
+    __tracebackhide__ = True  # pytest and IPython's debugger skip this frame
     root, notebook = locate_notebook()
     test = JudgeResults.of(judge_results(root, notebook)).tests.get(name)
     if test is None:
@@ -151,12 +152,14 @@ def judge_results(root: Path, notebook: Path) -> JudgeResults:
     folder = cache_dir()
     kept = folder / f"{key}.json"
     with _Lock(folder / f"{key}.lock"):
+        result: JudgeResults | str
         try:
-            _memo[key] = JudgeResults.from_json(kept)
+            result = JudgeResults.from_json(kept)
         except (OSError, JudgeResultsError):
-            _memo[key] = _run_judge(root, content)
-            if isinstance(_memo[key], JudgeResults):
-                write_atomically(kept, _memo[key].to_json(), durable=False)
+            result = _run_judge(root, content)
+            if isinstance(result, JudgeResults):
+                write_atomically(kept, result.to_json(), durable=False)
+        _memo[key] = result
     return _checked(_memo[key])
 
 
@@ -200,15 +203,15 @@ class _Lock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.handle = None
+        self.handle: IO[str] | None = None
 
     def __enter__(self) -> "_Lock":
         try:
             import fcntl
         except ImportError:  # not on POSIX: no lock, at worst the judge runs twice
             return self
-        self.handle = open(self.path, "a")
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        handle = self.handle = open(self.path, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

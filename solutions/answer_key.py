@@ -238,7 +238,7 @@ def show_grad_cam(image: Tensor, model: nn.Module, layer: nn.Module, class_names
     classes, scores = panel_classes(model, image)
     labels = ["top 1", "top 2", "top 3", "least likely"]
     figure = Figure(figsize=(16, 4.6))
-    for ax, label, idx in zip(figure.subplots(1, 4), labels, classes):
+    for ax, label, idx in zip(figure.subplots(1, 4), labels, classes, strict=False):
         show_cam_on_image(ax, image[0], grad_cam(model, image, idx, layer),
                           title=f"{label}: {class_names[idx]}\nscore {scores[idx].item():.2f}")
     return figure

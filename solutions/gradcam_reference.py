@@ -31,9 +31,9 @@ at that layer three maps are defensible (``convention``):
     forward hook that keeps ``output`` without cloning and calls ``output.register_hook`` gets this.
 
 In general: "the value the layer returned" versus "the value that tensor holds once the forward
-pass is over". The table of the three is ``gradcam_kit.contract.CONVENTIONS`` (the one place
-for it: the judge and the feedback read it too). For a layer whose output the model never modifies in place (``denseblock3``,
-ResNet's ``layer4``, ...) the three conventions give the same map.
+pass is over". For a layer whose output the model never modifies in place (``denseblock3``,
+ResNet's ``layer4``, ...) the three conventions give the same map. The table of the three is
+``gradcam_kit.contract.CONVENTIONS`` (the one place for it: the judge and the feedback read it too).
 
 How it is computed
 ------------------

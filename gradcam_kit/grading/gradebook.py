@@ -461,13 +461,15 @@ def read_timestamp(folder: Path) -> tuple[datetime | None, str | None]:
         return None, f"{where}: empty timestamp file (ignored)"
     try:
         return parse_utc(text), None
-    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, OSError...
+    except Exception as error:  # dateutil raises ValueError, OverflowError, OSError...
         return None, f"{where}: not a timestamp ({type(error).__name__}; ignored)"
 
 
 # ---------------------------------------------------------------------------------------------
-def _grade_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+def _grade_id(cell: NotebookNode) -> str:
+    """The cell's ``grade_id``; ``""`` when it has none."""
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return grade_id if isinstance(grade_id, str) else ""
 
 
 def _number(value: float) -> str:
@@ -483,4 +485,4 @@ def test_cells(notebook: NotebookNode) -> Iterator[str]:
             yield name
 
 
-test_cells.__test__ = False  # a helper, not a pytest test
+test_cells.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test

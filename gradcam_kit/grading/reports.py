@@ -146,7 +146,7 @@ def comparison_png(picture: np.ndarray, reference: np.ndarray, student: np.ndarr
     panels = [("image", None), ("your Grad-CAM" if usable else "your Grad-CAM: none", student if usable else None),
               ("reference Grad-CAM", reference)]
     figure = Figure(figsize=(9, 3.4))
-    for axis, (title, heatmap) in zip(figure.subplots(1, 3), panels):
+    for axis, (title, heatmap) in zip(figure.subplots(1, 3), panels, strict=True):
         axis.imshow(picture)
         if heatmap is not None:
             axis.imshow(np.asarray(heatmap, dtype=np.float32), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
@@ -193,11 +193,11 @@ def histogram_png(scores: Sequence[float], max_score: float, title: str) -> byte
     step = 0.5 if top <= 20 else 1.0
     edges = np.arange(0.0, top + step, step) - step / 2
     edges = np.append(edges, edges[-1] + step)
-    axis.hist(list(scores), bins=edges, color="#3b75af", edgecolor="white")
+    axis.hist(list(scores), bins=edges.tolist(), color="#3b75af", edgecolor="white")
     axis.set_xlim(-step, top + step)
     axis.set_xlabel(f"autograded score (out of {number(max_score)})")
     axis.set_ylabel("students")
-    axis.yaxis.get_major_locator().set_params(integer=True)
+    axis.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
     mean = float(np.mean(scores)) if len(scores) else float("nan")
     axis.set_title(f"{title}: {len(scores)} students, mean {mean:.2f}")
     return _png(figure)
@@ -377,6 +377,6 @@ def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     rows = [list(map(str, row)) for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(), line]
-    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
+    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return "\n".join(out)
