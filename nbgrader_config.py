@@ -46,7 +46,7 @@ c.GenerateAssignment.preprocessors = assignment_preprocessors()
 # --------------------------------------------------------------------------------------------
 c.Execute.kernel_name = "python3"
 # Per cell, in seconds. The cells of the solution take seconds each on a laptop CPU, but the
-# first hidden-test cell runs the whole judge (gradcam_kit.hidden: the autograder_tests suite in
+# first hidden-test cell runs the whole judge (gradcam_kit.nbgrader_bridge: the autograder_tests suite in
 # a subprocess, for all seven functions at once), which has its own limit, GRADCAM_JUDGE_TIMEOUT
 # (900 s by default). The cell's limit is above it, so that the judge's limit, which reports
 # clearly, is the one that fires.

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from gradcam_kit.contract import REFERENCE_CACHE_ENV
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus, write_status
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             status = int(pytest.main(arguments))
-        except Exception:  # noqa: BLE001 - the judge itself broke on this notebook: say so, go on
+        except Exception:  # the judge itself broke on this notebook: say so, go on
             traceback.print_exc()
             status = int(pytest.ExitCode.INTERNAL_ERROR)
         done = JudgeStatus(notebook.name, status, round(time.perf_counter() - started, 3))
@@ -83,8 +84,6 @@ def prepare(course_dir: Path | None, cache: Path | None) -> int:
     from gradcam_kit.course import Course
 
     from ._checks import prepare_references
-    from gradcam_kit.contract import REFERENCE_CACHE_ENV
-
     from ._reference import References, use_judge_threads
 
     if cache is None and not os.environ.get(REFERENCE_CACHE_ENV):

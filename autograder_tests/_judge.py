@@ -2,7 +2,7 @@
 
 :class:`Judge` holds one submission's worker session and the references. The student's functions
 are only ever called through the worker (:class:`gradcam_kit.host.session.WorkerSession`);
-what comes back is plain data, turned here into numpy arrays or a :class:`StudentFailure` whose
+what comes back is plain data, turned here into numpy arrays or a :class:`CheckFailure` whose
 message is the feedback.
 
 Each graded function has a check (``_checks.CHECKS``); :meth:`Judge.verdict` runs it once and
@@ -30,7 +30,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gradcam_kit.contract import CALLS, helpers_of, weights_policy
-from gradcam_kit.grading.feedback import StudentFailure, describe_value, fmt_shape
+from gradcam_kit.fsutil import write_atomically
+from gradcam_kit.grading.feedback import CheckFailure, describe_value, fmt_shape
+from gradcam_kit.grading.reports import comparison_png
 from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.session import WorkerSession
@@ -46,6 +48,11 @@ its worker kills the second one too. Timeouts and memory limits are not retried.
 
 SUBSTITUTED_ERROR = "(the error of a call made with the grader's own helpers is not shown)"
 """What :meth:`Judge.call` keeps of the error of a call with substitutes."""
+
+HEATMAP_NPZ = "heatmap.npz"
+"""The student's map and the reference, with the image and the case, for the feedback page."""
+HEATMAP_PNG = "heatmap.png"
+"""The same, drawn: the picture, the student's map over it, the reference map over it."""
 
 
 @dataclass
@@ -86,7 +93,7 @@ class Judge:
         The submission's worker (started lazily by its first call).
     references : References
     checks : mapping of function name to check
-        ``check(judge) -> str`` returns a remark (possibly empty) or raises :class:`StudentFailure`.
+        ``check(judge) -> str`` returns a remark (possibly empty) or raises :class:`CheckFailure`.
     artifacts : Path, optional
         Where to leave files for the feedback page.
     """
@@ -114,10 +121,10 @@ class Judge:
         if load.failure == "grader":
             raise GraderFault(load.fatal or "the worker could not be started")
         if load.fatal:
-            raise StudentFailure(load.fatal)
+            raise CheckFailure(load.fatal)
         if not load.defined.get(name, False):
             reason = load.errors.get(name) or f"`{name}` is not defined by your notebook."
-            raise StudentFailure(reason)
+            raise CheckFailure(reason)
 
     # -- verdicts -------------------------------------------------------------------------------
     def verdict(self, name: str) -> Verdict:
@@ -129,7 +136,7 @@ class Judge:
             try:
                 note = self.checks[name](self)
                 self.verdicts[name] = Verdict(True, note or "")
-            except StudentFailure as failure:
+            except CheckFailure as failure:
                 self.verdicts[name] = Verdict(False, failure.message)
             finally:
                 self._running.discard(name)
@@ -191,22 +198,39 @@ class Judge:
     # -- artifacts ------------------------------------------------------------------------------
     def save_heatmap(self, image: np.ndarray, reference: np.ndarray, student: np.ndarray | None,
                      case: Case | None = None) -> None:
-        """``heatmap.npz`` for the feedback page: ``image`` (3, H, W), ``reference`` and ``student`` (H, W),
-        and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name``, ``class_idx`` and
-        ``weights`` (the weights policy of the models)."""
+        """The heatmap of the feedback page, in the artifacts folder.
+
+        ``heatmap.npz`` (:data:`HEATMAP_NPZ`): ``image`` (3, H, W), ``reference`` and ``student``
+        (H, W), and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name``,
+        ``class_idx`` and ``weights`` (the weights policy of the models). With ``case``, also
+        ``heatmap.png`` (:data:`HEATMAP_PNG`): the student's map beside the reference, over the
+        picture (``reports.comparison_png``). Recorded in :attr:`artifacts` as ``heatmap`` and
+        ``heatmap_png``; a file that cannot be made is left out (the traceback goes to the log).
+        """
         if self.artifacts_dir is None:
             return
         arrays = {"image": np.asarray(image, dtype=np.float32), "reference": np.asarray(reference, dtype=np.float32)}
         if case is not None:
             arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer), image_name=np.array(case.image),
-                          class_idx=np.array(int(case.class_idx)), weights=np.array(case.spec.weights or weights_policy()))
+                          class_idx=np.array(int(case.class_idx)),
+                          weights=np.array(case.spec.weights or weights_policy()))
         if student is not None and student.shape == reference.shape:
             arrays["student"] = np.asarray(student, dtype=np.float32)
         try:
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(self.artifacts_dir / "heatmap.npz", **arrays)
-            self.artifacts["heatmap"] = "heatmap.npz"
+            write_atomically(self.artifacts_dir / HEATMAP_NPZ,
+                             lambda stream: np.savez_compressed(stream, **arrays),  # type: ignore[arg-type]
+                             durable=False)
+            self.artifacts["heatmap"] = HEATMAP_NPZ
         except OSError:
+            traceback.print_exc()
+            return
+        if case is None:
+            return
+        try:
+            png = comparison_png(self.refs.picture(case.image), arrays["reference"], arrays.get("student"))
+            write_atomically(self.artifacts_dir / HEATMAP_PNG, png, durable=False)
+            self.artifacts["heatmap_png"] = HEATMAP_PNG
+        except Exception:  # only the picture is lost, never the grade
             traceback.print_exc()
 
 
@@ -224,33 +248,49 @@ class TensorValue:
 
 
 def as_tensor(value: Any, what: str) -> TensorValue:
-    """The tensor described by ``value``, or a :class:`StudentFailure` saying what ``what`` was instead."""
+    """The tensor described by ``value``, or a :class:`CheckFailure` saying what ``what`` was instead."""
     if not isinstance(value, dict) or value.get("kind") != "tensor":
         hint = ""
         if isinstance(value, dict) and value.get("kind") == "ndarray":
             hint = " Return a torch tensor, not a NumPy array."
-        raise StudentFailure(f"{what} should be a torch tensor, but it is {describe_value(value)}.{hint}")
+        raise CheckFailure(f"{what} should be a torch tensor, but it is {describe_value(value)}.{hint}")
     array = value.get("array")
     if array is None:
-        raise StudentFailure(f"{what} is a tensor whose values cannot be read "
-                             f"({value.get('note', 'unknown reason')}).")
+        raise CheckFailure(f"{what} is a tensor whose values cannot be read "
+                           f"({value.get('note', 'unknown reason')}).")
     array = np.asarray(array)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise StudentFailure(f"{what} is a tensor of dtype {value.get('dtype')}; a floating-point tensor was expected.")
+        raise CheckFailure(f"{what} is a tensor of dtype {value.get('dtype')}; a floating-point tensor was expected.")
     return TensorValue(array, str(value.get("dtype")), str(value.get("device")), bool(value.get("requires_grad")))
 
 
-def returned_tensor(outcome: Outcome, call: str) -> TensorValue:
-    """The tensor that ``call`` returned, or the failure in the student's terms."""
+def returned_tensor(outcome: Outcome, call: str, where: str = "") -> TensorValue:
+    """The tensor that ``call`` returned, or a :class:`CheckFailure` in the student's terms.
+
+    Parameters
+    ----------
+    outcome : Outcome
+        What the worker reported of the call.
+    call : str
+        The call as the student's notebook reads, e.g. ``channel_weights(gradients)``.
+    where : str
+        The case, put before the message when the call failed (``"On densenet121, ...: "``).
+
+    Raises
+    ------
+    CheckFailure
+        When the call failed, or returned something else than a tensor of numbers (:func:`as_tensor`).
+    """
     if not outcome.ok:
-        raise StudentFailure(f"`{call}` failed: {outcome.error}")
+        raise CheckFailure(f"{where}`{call}` failed: {outcome.error}")
     return as_tensor(outcome.value, f"What `{call}` returned")
 
 
-def expect_shape(got: np.ndarray, expected: tuple[int, ...], call: str, meaning: str, hints: Mapping[tuple, str] = {}) -> None:
+def expect_shape(got: np.ndarray, expected: tuple[int, ...], call: str, meaning: str,
+                 hints: Mapping[tuple, str] | None = None) -> None:
     """Fail unless ``got`` has shape ``expected``; ``hints`` maps wrong shapes to explanations."""
     if tuple(got.shape) == tuple(expected):
         return
-    hint = hints.get(tuple(got.shape), "")
-    raise StudentFailure(f"`{call}` returned a tensor of shape {fmt_shape(got.shape)}; expected "
-                         f"{fmt_shape(expected)} ({meaning}).{' ' + hint if hint else ''}")
+    hint = (hints or {}).get(tuple(got.shape), "")
+    raise CheckFailure(f"`{call}` returned a tensor of shape {fmt_shape(got.shape)}; expected "
+                       f"{fmt_shape(expected)} ({meaning}).{' ' + hint if hint else ''}")

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -43,8 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradcam_kit.contract import REFERENCE_CACHE_ENV, weights_policy
+from gradcam_kit.contract import CONVENTIONS, REFERENCE_CACHE_ENV, weights_policy
 from gradcam_kit.course import Course, load_module_from
+from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading.reference_cache import wait_for_preparation
 from gradcam_kit.wire.frames import ModelSpec
 from gradcam_kit.worker.models import CONTRAST_DOMINANT_CLASS, build_model
@@ -53,8 +53,6 @@ U32 = 2.0**-24
 """float32 unit roundoff."""
 FORWARD_RELATIVE = 1e-5
 """Allowed relative difference between two processes' forward/backward passes (measured: 3e-7)."""
-
-CONVENTIONS = ("pre_relu", "post_relu", "mixed")
 
 DENSENET = ModelSpec("densenet121")
 RESNET = ModelSpec("resnet18")
@@ -120,27 +118,17 @@ class CaptureArrays:
     grad_returned: np.ndarray
     grad_consumed: np.ndarray
     scores: np.ndarray
-    pairs: Mapping[str, tuple[str, str]]
-    """The answer key's ``PAIRS``: which fields each convention takes."""
 
     def pair(self, convention: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(activations, gradients)`` under ``convention`` (see ``answer_key.PAIRS``)."""
-        activations, gradients = self.pairs[convention]
-        return getattr(self, activations), getattr(self, gradients)
+        """``(activations, gradients)`` under ``convention`` (``gradcam_kit.contract.CONVENTIONS``)."""
+        chosen = CONVENTIONS[convention]
+        return getattr(self, chosen.activations), getattr(self, f"grad_{chosen.gradient}")
 
     @property
     def modified_in_place(self) -> bool:
         """Whether the model changed the layer's output after the layer (the conventions differ)."""
         return not (np.array_equal(self.returned, self.consumed)
                     and np.array_equal(self.grad_returned, self.grad_consumed))
-
-
-CONVENTION_WORDS = {
-    "pre_relu": "the output of the layer as it returned it (a clone), with the gradient with respect to it",
-    "post_relu": "the output after DenseNet's in-place ReLU, with the gradient with respect to that",
-    "mixed": "the output after DenseNet's in-place ReLU (no clone), with the gradient with respect to "
-             "the output before it",
-}
 
 
 def use_judge_threads() -> None:
@@ -176,14 +164,8 @@ class DiskCache:
             return None
 
     def put(self, key: tuple, arrays: Mapping[str, np.ndarray]) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temporary, self._path(key))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key), lambda stream: np.savez(stream, **arrays),  # type: ignore[arg-type]
+                         durable=False)
 
 
 def fingerprint(course: Course) -> str:
@@ -303,6 +285,15 @@ class References:
 
         return self._arrays(("image", name), compute)["image"]
 
+    def picture(self, name: str) -> np.ndarray:
+        """The course image ``name`` as shown: float32 (H, W, 3) in [0, 1] (``tp2_utils.denormalize``
+        of :meth:`image`), for the heatmap the judge draws."""
+        def compute() -> dict[str, np.ndarray]:
+            shown = self.tp2_utils.denormalize(torch.from_numpy(self.image(name))[0])
+            return {"picture": shown.permute(1, 2, 0).numpy().astype(np.float32)}
+
+        return self._arrays(("picture", name), compute)["picture"]
+
     # -- reference values ------------------------------------------------------------------
     def scores(self, spec: ModelSpec, image: str) -> np.ndarray:
         """Raw class scores (C,) of ``image``."""
@@ -324,14 +315,15 @@ class References:
             return {name: tensor.detach().numpy() for name, tensor in cap._asdict().items()}
 
         arrays = self._arrays(("capture", case), compute)
-        return CaptureArrays(**arrays, pairs=self.key.PAIRS)
+        return CaptureArrays(**arrays)
 
     def in_place(self, spec: ModelSpec, image: str, layer: str) -> bool:
         """Whether the model modifies ``layer``'s output in place (then the conventions differ)."""
         top = self.ranked_classes(spec, image)[0]
         return self.capture(Case(spec, image, top, layer)).modified_in_place
 
-    def class_maps(self, spec: ModelSpec, image: str, layer: str, classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
+    def class_maps(self, spec: ModelSpec, image: str, layer: str,
+                   classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
         """Normalised reference maps (H, W) of several classes, under each convention.
 
         One call of ``gradcam_reference.grad_cam`` per convention serves all the classes (one
@@ -351,7 +343,7 @@ class References:
                 per_convention[convention] = self.key.reference.normalize_maps(raw[0]).numpy()
             for index, class_idx in enumerate(missing):
                 maps = {conv: per_convention[conv][index] for conv in conventions}
-                self._arrays(("maps", spec, image, class_idx, layer), lambda maps=maps: maps)
+                self._arrays(("maps", spec, image, class_idx, layer), partial(dict, maps))
         result = {}
         for class_idx in classes:
             maps = dict(self._arrays(("maps", spec, image, class_idx, layer), _unreachable))
@@ -374,7 +366,7 @@ class References:
             batch = torch.from_numpy(self.image(image))
             raw = self.key.reference.grad_cam(wrapped, batch, [classes], model.get_submodule(layer),
                                               convention="pre_relu", size=tuple(batch.shape[-2:]))
-            return {str(c): m for c, m in zip(classes, self.key.reference.normalize_maps(raw[0]).numpy())}
+            return {str(c): m for c, m in zip(classes, self.key.reference.normalize_maps(raw[0]).numpy(), strict=True)}
 
         arrays = self._arrays(("softmax", spec, image, layer, tuple(classes)), compute)
         return {c: arrays[str(c)] for c in classes}

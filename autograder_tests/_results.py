@@ -1,6 +1,6 @@
 """The judge's results plugin: per-test outcome, points and feedback, written as JSON.
 
-The feedback of a failed test is the :class:`StudentFailure` message of the check, and nothing
+The feedback of a failed test is the :class:`CheckFailure` message of the check, and nothing
 else: never a traceback, never the hidden test's code. A test that fails for any other reason (the
 grader's own fault, :class:`~autograder_tests._judge.GraderFault`: a worker that could not start,
 the kit's own files refused; a bug of the judge; a reference that cannot be computed) is an
@@ -8,14 +8,7 @@ the kit's own files refused; a bug of the judge; a reference that cannot be comp
 instructor: ``gradcam-kit grade`` then marks the student not graded, and writes no score), and its
 traceback goes to the judge's standard output (the instructor's log).
 
-The JSON (``docs/design.md``)::
-
-    {"submission": "...", "isolation": "bwrap", "zygote": true, "notes": ["..."],
-     "tests": {"test_grad_cam": {"outcome": "passed", "points": 3.0, "max_points": 3.0,
-                                 "feedback": "..."},
-               "test_channel_weights": {"outcome": "error", "points": 0.0, "max_points": 1.0,
-                                        "feedback": INTERNAL_ERROR, "grader_error": "why"}},
-     "artifacts": {"heatmap": "heatmap.npz"}, "reference_values_computed": 0}
+The JSON is a :class:`gradcam_kit.judge_results.JudgeResults` (``docs/design.md``).
 
 Every test of the seven that was selected appears, also when collection or a fixture failed
 (then with ``"outcome": "error"`` and the generic message).
@@ -23,18 +16,16 @@ Every test of the seven that was selected appears, also when collection or a fix
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import pytest
 
-from gradcam_kit.grading.feedback import INTERNAL_ERROR, StudentFailure
-from gradcam_kit.grading.safe_text import encodable, shown
+from gradcam_kit.grading.feedback import INTERNAL_ERROR, CheckFailure
+from gradcam_kit.grading.safe_text import shown
+from gradcam_kit.judge_results import JudgeResults, TestResult
 
 from ._judge import GraderFault
 
@@ -42,8 +33,9 @@ FEEDBACK_PROPERTY = "gradcam_feedback"
 """``record_property`` name under which a passing test leaves its remark."""
 
 
-class ResultsRecorder:
-    """Collects the outcome of the seven tests and writes the results JSON at the end.
+class ResultsPlugin:
+    """The pytest plugin that collects the outcome of the seven tests and writes the
+    :class:`JudgeResults` at the end.
 
     Parameters
     ----------
@@ -58,7 +50,7 @@ class ResultsRecorder:
         self.submission = submission
         self.points = dict(points)
         self.results_path = results_path
-        self.tests: dict[str, dict[str, Any]] = {}
+        self.tests: dict[str, TestResult] = {}
         self.selected: list[str] | None = None
         self.notes: list[str] = []
         self.isolation = ""
@@ -72,14 +64,10 @@ class ResultsRecorder:
     def record(self, name: str, passed: bool, feedback: str, outcome: str | None = None,
                grader_error: str | None = None) -> None:
         max_points = float(self.points.get(name, 0.0))
-        self.tests[name] = {
-            "outcome": outcome or ("passed" if passed else "failed"),
-            "points": max_points if passed else 0.0,
-            "max_points": max_points,
-            "feedback": feedback,
-        }
-        if grader_error is not None:
-            self.tests[name]["grader_error"] = shown(grader_error, 1000)
+        self.tests[name] = TestResult(
+            outcome or ("passed" if passed else "failed"),  # type: ignore[arg-type]
+            max_points if passed else 0.0, max_points, feedback,
+            None if grader_error is None else shown(grader_error, 1000))
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -97,7 +85,7 @@ class ResultsRecorder:
             self.record(name, True, str(feedback))
         elif report.failed and (report.when == "call" or name not in self.tests):
             excinfo = call.excinfo
-            if excinfo is not None and excinfo.errisinstance(StudentFailure):
+            if excinfo is not None and excinfo.errisinstance(CheckFailure):
                 self.record(name, False, str(excinfo.value))
             else:
                 self.record(name, False, INTERNAL_ERROR, outcome="error", grader_error=_reason(excinfo, report.when))
@@ -108,47 +96,32 @@ class ResultsRecorder:
             self.record(name, False, INTERNAL_ERROR, outcome="error", grader_error="the test was skipped")
 
     # -- writing --------------------------------------------------------------------------------
-    def results(self) -> dict[str, Any]:
+    def results(self) -> JudgeResults:
         expected = self.selected if self.selected else list(self.points)
         tests = {}
         for name in expected:
-            tests[name] = self.tests.get(name) or {
-                "outcome": "error", "points": 0.0, "max_points": float(self.points.get(name, 0.0)),
-                "feedback": INTERNAL_ERROR, "grader_error": "the test did not run",
-            }
-        return {"submission": str(self.submission), "isolation": self.isolation, "zygote": self.zygote,
-                "notes": list(self.notes),
-                "tests": tests, "artifacts": dict(self.artifacts),
-                "reference_values_computed": len(self.computed)}
+            tests[name] = self.tests.get(name) or TestResult(
+                "error", 0.0, float(self.points.get(name, 0.0)), INTERNAL_ERROR, "the test did not run")
+        return JudgeResults(tests, submission=str(self.submission), isolation=self.isolation, zygote=self.zygote,
+                            notes=list(self.notes), artifacts=dict(self.artifacts),
+                            reference_values_computed=len(self.computed))
 
     def write(self) -> None:
-        if self.results_path is None:
-            return
-        path = self.results_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                # a student's text may hold lone surrogates (valid JSON, not UTF-8): replaced
-                json.dump(encodable(self.results()), stream, indent=2, ensure_ascii=False)
-                stream.write("\n")
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        if self.results_path is not None:
+            self.results().write(self.results_path)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.write()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        earned = sum(t["points"] for t in self.results()["tests"].values())
-        possible = sum(t["max_points"] for t in self.results()["tests"].values())
+        results = self.results()
+        earned, possible = results.total()
         terminalreporter.write_sep("-", f"autograded points: {earned:g} / {possible:g}")
-        for name, test in self.results()["tests"].items():
-            line = f"{name}: {test['outcome']} {test['points']:g}/{test['max_points']:g}"
-            if test["feedback"]:
-                line += f" -- {test['feedback']}"
+        for name, test in results.tests.items():
+            line = f"{name}: {test.outcome} {test.points:g}/{test.max_points:g}"
+            if test.feedback:
+                line += f" -- {test.feedback}"
             terminalreporter.write_line(line)
 
 

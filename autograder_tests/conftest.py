@@ -5,7 +5,7 @@
 
 * ``--submission``: the notebook to grade (required);
 * ``--results-json``: where to write the results (see ``_results``);
-* ``--artifacts``: where to leave files for the feedback page (``heatmap.npz``);
+* ``--artifacts``: where to leave files for the feedback page (``heatmap.npz``, ``heatmap.png``);
 * ``--course``: the course folder (default: the one holding this folder);
 * ``--reference-cache``: a folder where reference arrays are kept between judge processes (default
   ``$GRADCAM_REFERENCE_CACHE``, else none: each process computes them once);
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, cast
 
 import pytest
 
-from gradcam_kit.contract import GRADED_FUNCTIONS
+from gradcam_kit.contract import GRADED_FUNCTIONS, test_name
 from gradcam_kit.course import Course
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.host.session import WorkerSession
@@ -32,10 +32,12 @@ from gradcam_kit.host.session import WorkerSession
 from ._checks import CHECKS
 from ._judge import Judge
 from ._reference import References, use_judge_threads
-from ._results import ResultsRecorder
+from ._results import ResultsPlugin
 
 HERE = Path(__file__).resolve().parent
 RECORDER = "gradcam-results"
+TESTS = tuple(test_name(function) for function in GRADED_FUNCTIONS)
+"""The seven tests, in notebook order."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,9 +58,9 @@ def points_from_source(notebook: Path) -> dict[str, float]:
     for cell in document.get("cells", []):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         grade_id = meta.get("grade_id", "")
-        if meta.get("grade") and grade_id.startswith("test_") and grade_id[len("test_"):] in GRADED_FUNCTIONS:
+        if meta.get("grade") and grade_id in TESTS:
             points[grade_id] = float(meta.get("points", 0.0))
-    missing = [f"test_{name}" for name in GRADED_FUNCTIONS if f"test_{name}" not in points]
+    missing = [name for name in TESTS if name not in points]
     if missing:
         raise pytest.UsageError(f"the source notebook {notebook} has no graded test cell {missing}")
     return points
@@ -70,9 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # not a judge run (e.g. the folder was collected by accident); the tests will error
     course = Course.locate(config.getoption("--course") or HERE.parent)
     results = config.getoption("--results-json")
-    recorder = ResultsRecorder(Path(submission), points_from_source(course.source_notebook),
+    plugin = ResultsPlugin(Path(submission), points_from_source(course.source_notebook),
                                Path(results) if results else None)
-    config.pluginmanager.register(recorder, RECORDER)
+    config.pluginmanager.register(plugin, RECORDER)
     config.stash[_COURSE] = course
     use_judge_threads()
 
@@ -87,7 +89,7 @@ def judge(pytestconfig: pytest.Config) -> Iterator[Judge]:
     if submission is None:
         raise pytest.UsageError("the judge needs --submission NOTEBOOK")
     course = pytestconfig.stash[_COURSE]
-    recorder: ResultsRecorder = pytestconfig.pluginmanager.get_plugin(RECORDER)
+    recorder = cast(ResultsPlugin, pytestconfig.pluginmanager.get_plugin(RECORDER))
     program = read_submission(Path(submission), course.source_notebook)
     cache = pytestconfig.getoption("--reference-cache")
     references = References(course, Path(cache) if cache else None)
@@ -114,5 +116,5 @@ def run_exploration_cells(session: WorkerSession, submission: Path, course: Cour
 
     try:
         run_exploration(session, submission, course.source_notebook).write(artifacts)
-    except Exception:  # noqa: BLE001 - never a reason to lose the grade
+    except Exception:  # never a reason to lose the grade
         traceback.print_exc()

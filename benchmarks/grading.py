@@ -6,7 +6,7 @@ scratch course (a copy of this one, released with nbgrader), places N copies of 
 
 * ``gradcam-kit grade`` with 1 worker, then with 2 workers (``grade_course(..., force=True)``);
 * ``nbgrader autograde TP2_GradCAM`` (which executes every notebook, and whose hidden-test cells run
-  the same judge through :mod:`gradcam_kit.hidden`), in a twin of the course.
+  the same judge through :mod:`gradcam_kit.nbgrader_bridge`), in a twin of the course.
 
 Two passes. The timing pass runs the three graders with nothing else sampling the machine. The
 memory pass runs them again (nbgrader on ``--memory-copies`` submissions: its peak does not grow

@@ -10,6 +10,14 @@ code cell whose ``grade_id`` is its name and is graded by the test cell ``test_<
 (:func:`test_name`). :data:`CALLS` says which graded functions each one calls; a bug is charged
 once along these edges (see ``autograder_tests/_judge.py``).
 
+Conventions
+-----------
+:data:`CONVENTIONS` are the three Grad-CAM maps that are all right at a layer whose output the
+model changes in place afterwards (DenseNet's ``features``, rectified by an in-place ReLU): which
+value of the layer's output is ``A`` and which one the gradient is taken with respect to, and how
+the feedback words each. The reference (``solutions/gradcam_reference.py``), the answer key, the
+judge and the feedback page all read them here.
+
 Environment
 -----------
 The variables the kit reads, with their meaning and default:
@@ -37,7 +45,8 @@ The variables the kit reads, with their meaning and default:
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Literal, Mapping
 
 from gradcam_kit.errors import KitError
 
@@ -45,6 +54,8 @@ __all__ = [
     "ALLOW_PLAIN_AUTOGRADE_ENV",
     "BWRAP_ENV",
     "CALLS",
+    "CONVENTIONS",
+    "Convention",
     "DEFAULT_JUDGE_TIMEOUT",
     "GRADED_FUNCTIONS",
     "HIDDEN_CACHE_ENV",
@@ -104,6 +115,58 @@ def helpers_of(function: str) -> tuple[str, ...]:
             if item not in found:
                 found.append(item)
     return tuple(found)
+
+
+# -- the conventions ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Convention:
+    """One Grad-CAM convention at a layer whose output the model modifies in place afterwards.
+
+    Attributes
+    ----------
+    name : str
+        ``pre_relu``, ``post_relu`` or ``mixed``: the judge's feedback names it so.
+    activations, gradient : {"returned", "consumed"}
+        Which value ``A`` is, and with respect to which value the gradient is taken: the output
+        as the layer returned it (``returned``), or as the rest of the network consumed it, once
+        the in-place change is done (``consumed``).
+    words : str
+        What the hooks recorded under it, as the judge's remarks say it.
+    glossary : str
+        Its definition on the feedback page, as the notebook introduces it (Part 1, "Where to
+        look inside DenseNet-121").
+    """
+
+    name: str
+    activations: Literal["returned", "consumed"]
+    gradient: Literal["returned", "consumed"]
+    words: str
+    glossary: str
+
+
+CONVENTIONS: Mapping[str, Convention] = {convention.name: convention for convention in (
+    Convention(
+        "pre_relu", "returned", "returned",
+        "the output of the layer as it returned it (a clone), with the gradient with respect to it",
+        "the activations are the output of `features` as the layer returned it (a copy made in the forward "
+        "hook, before DenseNet's in-place ReLU), and the gradient is taken with respect to them. A forward hook "
+        "that stores `output.detach().clone()` and calls `output.register_hook(...)` gives it (captum's "
+        "`LayerGradCam` too)."),
+    Convention(
+        "post_relu", "consumed", "consumed",
+        "the output after DenseNet's in-place ReLU, with the gradient with respect to that",
+        "the activations are the output of `features` after the in-place ReLU, what the classifier uses, and the "
+        "gradient is taken with respect to that rectified value. `torch.autograd.grad(score, output)` on the "
+        "output kept by the forward hook gives it (torchcam too). With it, Grad-CAM at `features` is exactly CAM."),
+    Convention(
+        "mixed", "consumed", "returned",
+        "the output after DenseNet's in-place ReLU (no clone), with the gradient with respect to the output "
+        "before it",
+        "the activations are the output after the in-place ReLU, but the gradient is the one with respect to the "
+        "output before it. A forward hook that stores `output` without a copy and calls "
+        "`output.register_hook(...)` gives it."),
+)}
+"""The three conventions, by name, in the order the judge tries them (the first that matches is named)."""
 
 
 # -- the environment ----------------------------------------------------------------------------

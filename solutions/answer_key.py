@@ -28,19 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradcam_kit.contract import CONVENTIONS as _CONVENTIONS
 from gradcam_kit.course import load_module_from
 
 reference = load_module_from(Path(__file__).resolve().with_name("gradcam_reference.py"), "gradcam_reference")
 
 CONVENTIONS: tuple[str, ...] = tuple(reference.CONVENTIONS)
-"""``("post_relu", "pre_relu", "mixed")``: see :mod:`gradcam_reference`."""
+"""``("pre_relu", "post_relu", "mixed")``: see :data:`gradcam_kit.contract.CONVENTIONS`."""
 
-PAIRS: dict[str, tuple[str, str]] = {
-    "post_relu": ("consumed", "grad_consumed"),
-    "pre_relu": ("returned", "grad_returned"),
-    "mixed": ("consumed", "grad_returned"),
-}
-"""For each convention, the :class:`Capture` fields it takes as ``(activations, gradients)``."""
+PAIRS: dict[str, tuple[str, str]] = {name: (c.activations, f"grad_{c.gradient}") for name, c in _CONVENTIONS.items()}
+"""For each convention, the :class:`Capture` fields it takes as ``(activations, gradients)``
+(``gradcam_kit.contract.CONVENTIONS`` says which value each takes)."""
 
 __all__ = [
     "CONVENTIONS",
@@ -240,7 +238,7 @@ def show_grad_cam(image: Tensor, model: nn.Module, layer: nn.Module, class_names
     classes, scores = panel_classes(model, image)
     labels = ["top 1", "top 2", "top 3", "least likely"]
     figure = Figure(figsize=(16, 4.6))
-    for ax, label, idx in zip(figure.subplots(1, 4), labels, classes):
+    for ax, label, idx in zip(figure.subplots(1, 4), labels, classes, strict=False):
         show_cam_on_image(ax, image[0], grad_cam(model, image, idx, layer),
                           title=f"{label}: {class_names[idx]}\nscore {scores[idx].item():.2f}")
     return figure

@@ -32,7 +32,8 @@ at that layer three maps are defensible (``convention``):
 
 In general: "the value the layer returned" versus "the value that tensor holds once the forward
 pass is over". For a layer whose output the model never modifies in place (``denseblock3``,
-ResNet's ``layer4``, ...) the three conventions give the same map.
+ResNet's ``layer4``, ...) the three conventions give the same map. The table of the three is
+``gradcam_kit.contract.CONVENTIONS`` (the one place for it: the judge and the feedback read it too).
 
 How it is computed
 ------------------
@@ -53,7 +54,8 @@ One forward pass serves all ``T`` target classes of every image:
 The model is left as it was found: the hook is removed (also on error), every module's training
 flag is restored (the computation itself runs in eval mode, so that batch-norm statistics are
 neither used from the batch nor updated), parameters' ``.grad`` are not touched (no
-``.backward()``), and neither is ``requires_grad``. Only ``torch`` is needed, on any device.
+``.backward()``), and neither is ``requires_grad``. Only ``torch`` (and the kit's table of
+conventions) is needed, on any device.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ from typing import Literal, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gradcam_kit.contract import CONVENTIONS as _CONVENTIONS
 
 __all__ = [
     "CONVENTIONS",
@@ -75,7 +79,8 @@ __all__ = [
 ]
 
 Convention = Literal["post_relu", "pre_relu", "mixed"]
-CONVENTIONS: tuple[str, ...] = ("post_relu", "pre_relu", "mixed")
+CONVENTIONS: tuple[str, ...] = tuple(_CONVENTIONS)
+"""The conventions' names (``gradcam_kit.contract.CONVENTIONS``)."""
 
 
 class GradCAMParts(NamedTuple):
@@ -201,12 +206,8 @@ def grad_cam_parts(
                     f"targets must lie in [0, {scores.shape[1]}), got values in "
                     f"[{int(target_table.min())}, {int(target_table.max())}]"
                 )
-            if convention == "pre_relu":
-                activations, wrt = tap.returned, tap.returned
-            elif convention == "post_relu":
-                activations, wrt = tap.consumed, tap.consumed
-            else:  # "mixed"
-                activations, wrt = tap.consumed, tap.returned
+            chosen = _CONVENTIONS[convention]
+            activations, wrt = getattr(tap, chosen.activations), getattr(tap, chosen.gradient)
             gradients = _target_gradients(scores, wrt, target_table)  # (T, N, K, h, w)
     finally:
         handle.remove()

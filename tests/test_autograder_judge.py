@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the judge is a package at the course root
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder_tests import _checks  # noqa: E402
+from autograder_tests import _check_figure, _check_grad_cam, _check_hooks, _check_steps  # noqa: E402
 from autograder_tests._reference import (  # noqa: E402
     CATS,
     CONVENTIONS,
@@ -160,9 +160,9 @@ def test_chosen_class_is_not_the_argmax_and_its_map_differs(refs, name):
 def test_upsample_inputs_separate_bilinear_from_other_resamplings():
     """Every wrong resampling, and the usual mistakes, miss the bilinear result, or the range
     [0, 1] of each map, by far more than the tolerance (40 times at least)."""
-    cam, size = _checks.upsample_inputs()[0]
-    expected = _checks.resample(cam, size, mode="bilinear", align_corners=False)
-    wrong = {name: _checks.resample(cam, size, **how) for name, how in _checks.RESAMPLINGS.items()}
+    cam, size = _check_steps.upsample_inputs()[0]
+    expected = _check_steps.resample(cam, size, mode="bilinear", align_corners=False)
+    wrong = {name: _check_steps.resample(cam, size, **how) for name, how in _check_steps.RESAMPLINGS.items()}
     # normalising before upsampling, and one min-max for the whole batch
     low, high = cam.min(axis=(1, 2), keepdims=True), cam.max(axis=(1, 2), keepdims=True)
     first = torch.nn.functional.interpolate(torch.from_numpy((cam - low) / (high - low))[:, None].double(),
@@ -173,16 +173,16 @@ def test_upsample_inputs_separate_bilinear_from_other_resamplings():
     wrong["one min-max for the batch"] = (raw - raw.min()) / (raw.max() - raw.min())
     for name, result in wrong.items():
         range_miss = max(np.abs(result.min(axis=(1, 2))).max(), np.abs(result.max(axis=(1, 2)) - 1).max())
-        assert max(np.abs(result - expected).max(), range_miss) > 40 * _checks.UPSAMPLE_TOLERANCE, name
+        assert max(np.abs(result - expected).max(), range_miss) > 40 * _check_steps.UPSAMPLE_TOLERANCE, name
     # the non-square case tells align_corners apart too
-    cam2, size2 = _checks.upsample_inputs()[1]
-    bilinear = _checks.resample(cam2, size2, mode="bilinear", align_corners=False)
-    corners = _checks.resample(cam2, size2, mode="bilinear", align_corners=True)
-    assert np.abs(bilinear - corners).max() > 100 * _checks.UPSAMPLE_TOLERANCE
+    cam2, size2 = _check_steps.upsample_inputs()[1]
+    bilinear = _check_steps.resample(cam2, size2, mode="bilinear", align_corners=False)
+    corners = _check_steps.resample(cam2, size2, mode="bilinear", align_corners=True)
+    assert np.abs(bilinear - corners).max() > 100 * _check_steps.UPSAMPLE_TOLERANCE
 
 
 def test_top_and_least_inputs_have_no_ties():
-    for scores, _ in _checks.top_and_least_inputs():
+    for scores, _ in _check_figure.top_and_least_inputs():
         flat = scores.reshape(-1)
         assert len(np.unique(flat)) == flat.size
 
@@ -190,7 +190,7 @@ def test_top_and_least_inputs_have_no_ties():
 def test_tolerances_are_far_below_the_differences_they_must_detect(refs):
     for case in (refs.distinct_class(DENSENET, CATS, "features"), refs.contrast_case()):
         assert 0 < refs.map_tolerance(case) < 5e-3, (case, refs.map_tolerance(case))
-    assert _checks.HOOK_RELATIVE <= 1e-4 and _checks.HOOK_OUTLIERS <= 1e-3
+    assert _check_hooks.HOOK_RELATIVE <= 1e-4 and _check_hooks.HOOK_OUTLIERS <= 1e-3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,36 +200,36 @@ def test_map_error_accepts_a_small_eps_in_the_denominator_only():
     rng = np.random.default_rng(0)
     reference = rng.uniform(0, 1, (8, 8))
     reference = (reference - reference.min()) / (reference.max() - reference.min())
-    assert _checks.map_error(reference * (1 - 1e-4), reference) < 1e-12
-    assert _checks.map_error(reference * 0.9, reference) > 0.05
-    assert _checks.map_error(reference[:4], reference) == float("inf")
+    assert _check_grad_cam.map_error(reference * (1 - 1e-4), reference) < 1e-12
+    assert _check_grad_cam.map_error(reference * 0.9, reference) > 0.05
+    assert _check_grad_cam.map_error(reference[:4], reference) == float("inf")
 
 
 def test_results_plugin_records_only_the_judges_messages(tmp_path):
-    """A StudentFailure becomes the feedback; any other error becomes the generic message, and its
+    """A CheckFailure becomes the feedback; any other error becomes the generic message, and its
     traceback goes to the log only. Every selected test of the seven appears in the JSON."""
     (tmp_path / "conftest.py").write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from pathlib import Path
-        from autograder_tests._results import ResultsRecorder
+        from autograder_tests._results import ResultsPlugin
 
         def pytest_configure(config):
             points = {{"test_register_gradcam_hooks": 2.0, "test_channel_weights": 1.0, "test_grad_cam": 3.0,
                        "test_weighted_cam": 1.0, "test_top_and_least": 1.0}}
             config.pluginmanager.register(
-                ResultsRecorder(Path("sub.ipynb"), points, Path({str(tmp_path / "results.json")!r})), "rec")
+                ResultsPlugin(Path("sub.ipynb"), points, Path({str(tmp_path / "results.json")!r})), "rec")
     """))
     (tmp_path / "test_fake.py").write_text(textwrap.dedent("""
         import pytest
-        from gradcam_kit.grading.feedback import StudentFailure
+        from gradcam_kit.grading.feedback import CheckFailure
         from autograder_tests._results import FEEDBACK_PROPERTY
 
         def test_register_gradcam_hooks(record_property):
             record_property(FEEDBACK_PROPERTY, "matched 'mixed'")
 
         def test_channel_weights():
-            raise StudentFailure("weights should have shape (2, 5)")
+            raise CheckFailure("weights should have shape (2, 5)")
 
         def test_grad_cam():
             secret_hidden_variable = 1

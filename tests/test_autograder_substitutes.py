@@ -24,9 +24,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder_tests import _judge, _substitutes  # noqa: E402
-from gradcam_kit import contract  # noqa: E402
 from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References  # noqa: E402
-from gradcam_kit.grading.feedback import StudentFailure  # noqa: E402
+from gradcam_kit import contract  # noqa: E402
+from gradcam_kit.grading.feedback import CheckFailure  # noqa: E402
 from gradcam_kit.host.outcomes import Outcome  # noqa: E402
 
 
@@ -130,7 +130,7 @@ def test_broken_follows_the_calls(refs):
     def check(ok: bool):
         def run(judge) -> str:
             if not ok:
-                raise StudentFailure("wrong")
+                raise CheckFailure("wrong")
             return ""
         return run
 

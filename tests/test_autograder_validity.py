@@ -32,7 +32,7 @@ from gradcam_kit.grading.samples import ALL_TESTS, MUTATIONS, REWRITES, VARIANTS
 SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS),
                 *(r.name for r in REWRITES)]
 JUDGE_TIMEOUT_S = 60 * 60
-LEAKS = ("Traceback", "autograder_tests", "_checks", "assert ", "StudentFailure", "internal grading error",
+LEAKS = ("Traceback", "autograder_tests", "_checks", "assert ", "StudentFailure", "CheckFailure", "internal grading error",
          "LEAKED<", "_grader_substitutes")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradcam_kit.contract import HIDDEN_CACHE_ENV
-from gradcam_kit import hidden
+from gradcam_kit import nbgrader_bridge as hidden
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from test_grade_helpers import (  # noqa: F401  (fixtures)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autograder_tests._judge import SUBSTITUTED_ERROR, GraderFault, Judge
-from gradcam_kit.grading.feedback import StudentFailure
+from gradcam_kit.grading.feedback import CheckFailure
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.session import WorkerSession
@@ -42,7 +42,7 @@ class StandInSession:
 def check_calls(judge: Judge) -> str:
     outcome = judge.call("channel_weights", np.ones((1, 2, 3, 3), np.float32))
     if not outcome.ok:
-        raise StudentFailure(f"`channel_weights` failed: {outcome.error}")
+        raise CheckFailure(f"`channel_weights` failed: {outcome.error}")
     return ""
 
 
@@ -87,7 +87,7 @@ def test_a_check_that_failed_after_substitutes_never_shows_what_that_call_raised
 
     def check(judge: Judge) -> str:
         outcome = judge.call("channel_weights", substitutes={"weighted_cam": secret})
-        raise StudentFailure(f"`channel_weights` failed: {outcome.error}")
+        raise CheckFailure(f"`channel_weights` failed: {outcome.error}")
 
     session = StandInSession([Outcome(False, error=f"RuntimeError: {secret}", failure="exception")])
     verdict = Judge(session, references=None, checks={"channel_weights": check}).verdict("channel_weights")

@@ -36,7 +36,7 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
     tree_hashes,
 )
 
-HIDDEN_CODE = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "run_hidden_test", "gradcam_kit.hidden")
+HIDDEN_CODE = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "run_hidden_test", "gradcam_kit.nbgrader_bridge")
 
 
 def run_nbgrader(root: Path, *args: str, **env: str):

@@ -65,7 +65,7 @@ SETUP_STATEMENTS = [
 SETUP_IDS = ["setup_imports", "setup_images", "setup_model"]
 HIDDEN_REGION = (
     "### BEGIN HIDDEN TESTS\n"
-    "from gradcam_kit.hidden import run_hidden_test\n"
+    "from gradcam_kit.nbgrader_bridge import run_hidden_test\n"
     'run_hidden_test("{}")\n'
     "### END HIDDEN TESTS"
 )

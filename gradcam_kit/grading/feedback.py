@@ -1,7 +1,7 @@
 """What the judge tells a student, and in which words.
 
 The hidden tests (``autograder_tests/``) stop at the first check that fails by raising
-:class:`StudentFailure` with a message written for the student: what was expected, what came back
+:class:`CheckFailure` with a message written for the student: what was expected, what came back
 (shapes, value ranges, the largest error, the convention that matched, hooks left on, the
 exception and line of their cell, the limit that was hit). The judge's results plugin records
 that message, and only that message: a test that fails for any other reason (a bug in the judge
@@ -17,10 +17,12 @@ from typing import Iterable
 
 import numpy as np
 
+from gradcam_kit.contract import CONVENTIONS
+
 __all__ = [
     "CONVENTION_GLOSSARY",
     "INTERNAL_ERROR",
-    "StudentFailure",
+    "CheckFailure",
     "array_summary",
     "describe_value",
     "fmt_shape",
@@ -30,25 +32,15 @@ __all__ = [
 
 INTERNAL_ERROR = "internal grading error — tell your instructor"
 
-CONVENTION_GLOSSARY = {
-    "pre_relu": "the activations are the output of `features` as the layer returned it (a copy made in the "
-                "forward hook, before DenseNet's in-place ReLU), and the gradient is taken with respect to them. "
-                "A forward hook that stores `output.detach().clone()` and calls `output.register_hook(...)` gives "
-                "it (captum's `LayerGradCam` too).",
-    "post_relu": "the activations are the output of `features` after the in-place ReLU, what the classifier "
-                 "uses, and the gradient is taken with respect to that rectified value. "
-                 "`torch.autograd.grad(score, output)` on the output kept by the forward hook gives it (torchcam "
-                 "too). With it, Grad-CAM at `features` is exactly CAM.",
-    "mixed": "the activations are the output after the in-place ReLU, but the gradient is the one with respect "
-             "to the output before it. A forward hook that stores `output` without a copy and calls "
-             "`output.register_hook(...)` gives it.",
-}
-"""The three Grad-CAM conventions at DenseNet's ``features``, named as the judge's feedback names them
-and as the notebook introduces them (Part 1, "Where to look inside DenseNet-121")."""
+CONVENTION_GLOSSARY = {name: convention.glossary for name, convention in CONVENTIONS.items()}
+"""The definition of each Grad-CAM convention at DenseNet's ``features``, by the name the judge's
+feedback gives it (:data:`gradcam_kit.contract.CONVENTIONS`)."""
 
 
-class StudentFailure(Exception):
-    """A check on the student's code failed; ``str(self)`` is the feedback, in their terms."""
+class CheckFailure(Exception):
+    """A check of the judge found the student's code wrong; ``str(self)`` is the feedback, in their
+    terms. The test fails and the student loses its points (not to be confused with a student who
+    cannot be graded at all, ``gradcam_kit.grading.batch``'s ``StudentFailure``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message.strip())

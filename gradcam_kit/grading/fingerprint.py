@@ -15,7 +15,7 @@ A student's kept results stay valid only while everything that produced them is 
 
 ``gradcam-kit grade`` stores :meth:`GradingInputs.to_plain` in each student's ``grades/<student>.json``
 and regrades, without ``--force``, every student whose recorded inputs differ from the current ones;
-:meth:`GradingInputs.changes` says why in words. ``gradcam_kit.hidden`` keys its kept results by
+:meth:`GradingInputs.changes` says why in words. ``gradcam_kit.nbgrader_bridge`` keys its kept results by
 the same :meth:`GradingInputs.digest`.
 """
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,8 +32,9 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.reports import FILE_MODE, write_atomically
+from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading.safe_text import shown_line
+from gradcam_kit.judge_results import JudgeResults
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
 TEST_PREFIX = "test_"
@@ -201,7 +200,7 @@ def wrap_lines(text: str, width: int = WRAP_COLUMNS) -> list[str]:
     return lines
 
 
-def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes | None = None) -> None:
+def annotate_tests(notebook: NotebookNode, results: JudgeResults | Mapping, heatmap_png: bytes | None = None) -> None:
     """Show the judge's verdict as the output of each test cell (formgrader displays it).
 
     A passed test gets a line of text (and the judge's remark, if any); a failed one an
@@ -209,17 +208,17 @@ def annotate_tests(notebook: NotebookNode, results: Mapping, heatmap_png: bytes 
     autograde``, its traceback cut into lines of at most :data:`WRAP_COLUMNS` characters. The
     heatmap comparison, when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
     """
-    tests = results.get("tests", {})
+    tests = JudgeResults.of(results).tests
     test_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and _grade_id(cell) in tests]
     for cell in test_cells:
         verdict = tests[_grade_id(cell)]
-        points = f"{_number(verdict.get('points', 0))}/{_number(verdict.get('max_points', 0))} points"
-        if verdict.get("outcome") == "passed":
-            remark = verdict.get("feedback") or ""
+        points = f"{_number(verdict.points)}/{_number(verdict.max_points)} points"
+        if verdict.passed:
+            remark = verdict.feedback
             text = f"gradcam-kit autograder: passed ({points})" + (f". {remark}" if remark else "")
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(wrap_lines(text)) + "\n")]
         else:
-            feedback = verdict.get("feedback") or verdict.get("outcome", "failed")
+            feedback = verdict.feedback or verdict.outcome
             cell.outputs = [nbformat.v4.new_output(
                 "error", ename="AssertionError", evalue=f"{feedback} ({points})",
                 traceback=wrap_lines(f"AssertionError: {feedback} ({points})"),
@@ -250,17 +249,9 @@ def copy_assignment_files(course: Course, settings: NbgraderSettings, destinatio
 
 
 def write_notebook_atomically(notebook: NotebookNode, path: Path) -> None:
-    """Write ``notebook`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            nbformat.write(notebook, stream)
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``notebook`` to ``path``, whole or not at all (as ``nbformat.write`` writes it)."""
+    text = nbformat.writes(notebook)
+    write_atomically(path, text if text.endswith("\n") else text + "\n", durable=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,13 +461,15 @@ def read_timestamp(folder: Path) -> tuple[datetime | None, str | None]:
         return None, f"{where}: empty timestamp file (ignored)"
     try:
         return parse_utc(text), None
-    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, OSError...
+    except Exception as error:  # dateutil raises ValueError, OverflowError, OSError...
         return None, f"{where}: not a timestamp ({type(error).__name__}; ignored)"
 
 
 # ---------------------------------------------------------------------------------------------
-def _grade_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+def _grade_id(cell: NotebookNode) -> str:
+    """The cell's ``grade_id``; ``""`` when it has none."""
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return grade_id if isinstance(grade_id, str) else ""
 
 
 def _number(value: float) -> str:
@@ -492,4 +485,4 @@ def test_cells(notebook: NotebookNode) -> Iterator[str]:
             yield name
 
 
-test_cells.__test__ = False  # a helper, not a pytest test
+test_cells.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test

@@ -4,12 +4,12 @@ The kit's validity tests and the mutation benchmark grade whole corpora of sampl
 do it as ``gradcam-kit grade`` does: ``python -m autograder_tests --prepare`` once (the reference
 values, into a cache folder), then the series judge (``python -m autograder_tests --out DIR
 NB1.ipynb NB2.ipynb ...``) in ``processes`` processes, each grading its share of the notebooks in
-turn. The results are the judge's JSON files, read back as they are.
+turn. The results are the judge's JSON files, checked as they are read back
+(:meth:`~gradcam_kit.judge_results.JudgeResults.from_json`) and kept as their JSON objects.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 from gradcam_kit.contract import WEIGHTS_ENV
 from gradcam_kit.course import Course
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
+from gradcam_kit.judge_results import JudgeResults
 
 __all__ = ["JudgeRun", "failed_tests", "run_judges"]
 
@@ -49,9 +50,9 @@ class JudgeRun:
     elapsed: float = 0.0
 
 
-def failed_tests(results: Mapping) -> frozenset[str]:
+def failed_tests(results: JudgeResults | Mapping) -> frozenset[str]:
     """The tests of one notebook's results that did not pass."""
-    return frozenset(name for name, test in results["tests"].items() if test["outcome"] != "passed")
+    return JudgeResults.of(results).failed()
 
 
 def run_judges(course: Course, notebooks: Sequence[Path], out: Path, cache: Path, processes: int = 1,
@@ -116,5 +117,5 @@ def run_judges(course: Course, notebooks: Sequence[Path], out: Path, cache: Path
     for notebook in notebooks:
         path = out / f"{notebook.stem}.json"
         if path.is_file():
-            run.results[notebook.stem] = json.loads(path.read_text(encoding="utf-8"))
+            run.results[notebook.stem] = JudgeResults.from_json(path).to_plain()
     return run

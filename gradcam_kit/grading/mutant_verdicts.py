@@ -95,8 +95,8 @@ EQUIVALENT: dict[str, str] = {
     "show_grad_cam: model.eval() -> (deleted)": _EVAL_GIVEN,
 }
 """Mutants that behave as the answer key does on every input the specification allows (or differ
-only in what is not graded, said so), by :attr:`~gradcam_kit.grading.mutator.Mutant.key`, with the reason. They must keep every
-point."""
+only in what is not graded, said so), by :attr:`~gradcam_kit.grading.mutator.Mutant.key`, with the
+reason. They must keep every point."""
 
 
 VERDICTS = {

@@ -10,7 +10,7 @@ import ast
 import copy
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, TypeGuard
 
 __all__ = ["OPERATORS", "Operator"]
 
@@ -50,7 +50,7 @@ def _with(template: str, **parts: ast.AST) -> ast.expr:
     return Fill().visit(_expr(template))
 
 
-def _method(node: ast.AST, *names: str) -> bool:
+def _method(node: ast.AST | None, *names: str) -> TypeGuard[ast.Call]:
     """Whether ``node`` is a call ``x.name(...)`` or ``torch.name(...)``/``F.name(...)`` for one of ``names``."""
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names
 
@@ -96,7 +96,8 @@ def _reduction_swapped(function: ast.FunctionDef) -> Iterator[tuple[ast.AST, lis
             yield node, replacements
 
 
-_DIMS = {(2, 3): [(1, 2), (1, 3), (2,), (3,), (3, 2), (-2, -1)], (1, 2): [(0, 1), (2, 3)]}
+_DIMS: dict[tuple[int, ...], list[tuple[int, ...]]] = {
+    (2, 3): [(1, 2), (1, 3), (2,), (3,), (3, 2), (-2, -1)], (1, 2): [(0, 1), (2, 3)]}
 
 
 def _dims_changed(function: ast.FunctionDef) -> Iterator[tuple[ast.AST, list]]:
@@ -105,6 +106,7 @@ def _dims_changed(function: ast.FunctionDef) -> Iterator[tuple[ast.AST, list]]:
         if not isinstance(node, ast.keyword) or node.arg != "dim":
             continue
         value = node.value
+        others: Sequence[object]
         if isinstance(value, ast.Tuple) and all(isinstance(e, ast.Constant) for e in value.elts):
             dims = tuple(e.value for e in value.elts)  # type: ignore[attr-defined]
             others = _DIMS.get(dims, [])
@@ -147,14 +149,16 @@ def _relu_moved(function: ast.FunctionDef) -> Iterator[tuple[ast.AST, list]]:
         edited = copy.deepcopy(function)
 
         class Rectify(ast.NodeTransformer):
+            target = parameter
+
             def visit_Name(self, name: ast.Name) -> ast.AST:
-                if name.id == parameter and isinstance(name.ctx, ast.Load):
+                if name.id == self.target and isinstance(name.ctx, ast.Load):
                     return _with("F.relu(p)", p=name)
                 return name
 
             def visit_Return(self, ret: ast.Return) -> ast.AST:
                 self.generic_visit(ret)
-                return ast.Return(value=ret.value.args[0]) if _method(ret.value, "relu") else ret  # type: ignore
+                return ast.Return(value=ret.value.args[0]) if _method(ret.value, "relu") else ret
 
         Rectify().visit(edited)
         yield function, [edited]
@@ -312,11 +316,13 @@ def _normalised_first(function: ast.FunctionDef) -> Iterator[tuple[ast.AST, list
         edited = copy.deepcopy(function)
 
         class Before(ast.NodeTransformer):
+            table = derived
+
             def visit_Call(self, call: ast.Call) -> ast.AST:
                 self.generic_visit(call)
                 if _method(call, "min", "max", "amin", "amax") and isinstance(_receiver(call), ast.Name) \
-                        and _receiver(call).id in derived:  # type: ignore[attr-defined]
-                    call.func.value = copy.deepcopy(derived[_receiver(call).id])  # type: ignore[attr-defined]
+                        and _receiver(call).id in self.table:  # type: ignore[attr-defined]
+                    call.func.value = copy.deepcopy(self.table[_receiver(call).id])  # type: ignore[attr-defined]
                 return call
 
         Before().visit(edited)

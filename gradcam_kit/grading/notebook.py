@@ -44,7 +44,8 @@ __all__ = [
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 """A submission bigger than this is not read (notebooks with many large outputs stay far below)."""
 
-_HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?", re.MULTILINE | re.DOTALL)
+_HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?",
+                           re.MULTILINE | re.DOTALL)
 _CELL_MAGIC = re.compile(r"\A\s*%%(\w+)(.*)$", re.MULTILINE)
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 """Cell magics whose body is ordinary Python: the grader runs the body."""
@@ -120,10 +121,6 @@ class SubmissionProgram:
     notes: list[str] = field(default_factory=list)
     fatal: str | None = None
     functions: tuple[str, ...] = GRADED_FUNCTIONS
-
-    def problem(self, function: str) -> str | None:
-        """Why ``function`` cannot be graded, or ``None``."""
-        return self.problems.get(function)
 
     @property
     def runnable(self) -> bool:
@@ -377,17 +374,17 @@ def read_submission(submission_path: str | Path, source_notebook_path: str | Pat
             continue
         if grade_id.startswith(SETUP_PREFIX) and original.cell_type == "code":
             _check_locked(original, by_id.get(grade_id, []), program)
-            code, defines, error = _compile_cell(original.source, grade_id)
-            if error is not None:
-                raise SourceNotebookError(f"the source notebook {source_path}: {error}")
+            code, defines, failure = _compile_cell(original.source, grade_id)
+            if failure is not None:
+                raise SourceNotebookError(f"the source notebook {source_path}: {failure}")
             program.cells.append(ProgramCell(grade_id, "setup", original.source, code, "source", defines))
         elif original.nbgrader.get("locked") and original.cell_type == "code" and grade_id not in functions:
             _check_locked(original, by_id.get(grade_id, []), program)
         elif grade_id in functions:
-            cell = _function_cell(grade_id, by_id.get(grade_id, []), cells, program)
-            if cell is not None:
-                program.cells.append(cell)
-                for name in cell.defines:
+            function_cell = _function_cell(grade_id, by_id.get(grade_id, []), cells, program)
+            if function_cell is not None:
+                program.cells.append(function_cell)
+                for name in function_cell.defines:
                     defined_in.setdefault(name, []).append(grade_id)
 
     _note_redefinitions(defined_in, program)

@@ -1,8 +1,9 @@
 """What ``gradcam-kit grade`` writes for people: the CSV, the feedback pages, the histogram.
 
-Every function here takes the judge's results (the JSON of ``autograder_tests --results-json``,
-see ``docs/design.md``) and writes one file, atomically (a temporary file, then a rename), so that
-an interrupted grading never leaves half a file behind.
+Every function here takes the judge's results (:class:`~gradcam_kit.judge_results.JudgeResults`,
+or the JSON object of one, as ``gradcam-kit grade`` keeps it) and writes one file, atomically
+(:func:`gradcam_kit.fsutil.write_atomically`), so that an interrupted grading never leaves half a
+file behind.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import base64
 import csv
 import html
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,41 +19,36 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading.feedback import CONVENTION_GLOSSARY
+from gradcam_kit.judge_results import JudgeResults
 
-Results = Mapping[str, object]
-"""One student's results: the judge's JSON, as a dict."""
+__all__ = [
+    "HeatmapCase",
+    "Results",
+    "comparison_png",
+    "csv_columns",
+    "csv_text",
+    "feedback_html",
+    "heatmap_case",
+    "heatmap_png",
+    "histogram_png",
+    "isolation_cell",
+    "number",
+    "text_table",
+    "total",
+    "write_atomically",
+    "write_csv",
+    "write_histogram",
+]
 
-
-def _file_mode() -> int:
-    """The mode of a new file under the current umask (``mkstemp`` would make it 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _file_mode()
+Results = JudgeResults | Mapping[str, object]
+"""One student's results: a :class:`JudgeResults`, or its JSON object (checked when read)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------
-def write_atomically(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def number(value: object) -> str:
     """Points for display: 2.0 -> '2', 0.5 -> '0.5'."""
     return f"{float(value):g}"  # type: ignore[arg-type]
@@ -62,11 +56,7 @@ def number(value: object) -> str:
 
 def total(results: Results) -> tuple[float, float]:
     """The points earned and the points possible over all tests of ``results``."""
-    tests = results.get("tests", {})
-    assert isinstance(tests, Mapping)
-    earned = sum(float(t.get("points", 0.0)) for t in tests.values())
-    possible = sum(float(t.get("max_points", 0.0)) for t in tests.values())
-    return earned, possible
+    return JudgeResults.of(results).total()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +70,9 @@ def csv_columns(tests: Sequence[str]) -> list[str]:
 def isolation_cell(results: Results) -> str:
     """The isolation level a student was graded at, e.g. ``bwrap``, or ``process (below bwrap)``
     when the instructor accepted a weaker level than the machine supports."""
-    level = str(results.get("isolation") or "")
-    policy = results.get("isolation_policy")
+    checked = JudgeResults.of(results)
+    level = checked.isolation
+    policy = checked.extra.get("isolation_policy")
     if isinstance(policy, Mapping) and policy.get("below_strongest"):
         return f"{level} (below {policy.get('strongest')})"
     return level
@@ -101,11 +92,10 @@ def csv_text(results: Mapping[str, Results], tests: Sequence[str]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(csv_columns(tests))
     for student in sorted(results):
-        student_tests = results[student].get("tests", {})
-        assert isinstance(student_tests, Mapping)
-        earned, possible = total(results[student])
-        cells = [number(student_tests[name]["points"]) if name in student_tests else "" for name in tests]
-        writer.writerow([student, *cells, number(earned), number(possible), isolation_cell(results[student])])
+        checked = JudgeResults.of(results[student])
+        earned, possible = checked.total()
+        cells = [number(checked.tests[name].points) if name in checked.tests else "" for name in tests]
+        writer.writerow([student, *cells, number(earned), number(possible), isolation_cell(checked)])
     return buffer.getvalue()
 
 
@@ -126,16 +116,55 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def comparison_png(picture: np.ndarray, reference: np.ndarray, student: np.ndarray | None) -> bytes:
+    """The student's heatmap beside the reference one, both over the same picture (no torch needed).
+
+    Each overlay is drawn as ``tp2_utils.show_cam_on_image`` draws it: the picture, then the map
+    with the ``jet`` colormap, alpha 0.5, on the fixed range [0, 1].
+
+    Parameters
+    ----------
+    picture : ndarray, shape (H, W, 3)
+        The image as shown, values in [0, 1] (``tp2_utils.denormalize`` of the model's input).
+    reference : ndarray, shape (H, W)
+        The reference map, in [0, 1].
+    student : ndarray, shape (H, W), or None
+        The student's map; missing, of another shape or not finite: drawn as none.
+
+    Raises
+    ------
+    ValueError
+        When the picture and the reference map do not have the same size.
+    """
+    from matplotlib.figure import Figure
+
+    picture = np.asarray(picture, dtype=np.float32)
+    reference = np.asarray(reference, dtype=np.float32)
+    if picture.shape != (*reference.shape, 3):
+        raise ValueError(f"a picture of shape {picture.shape} for maps of shape {reference.shape}")
+    usable = student is not None and np.shape(student) == reference.shape and bool(np.isfinite(student).all())
+    panels = [("image", None), ("your Grad-CAM" if usable else "your Grad-CAM: none", student if usable else None),
+              ("reference Grad-CAM", reference)]
+    figure = Figure(figsize=(9, 3.4))
+    for axis, (title, heatmap) in zip(figure.subplots(1, 3), panels, strict=True):
+        axis.imshow(picture)
+        if heatmap is not None:
+            axis.imshow(np.asarray(heatmap, dtype=np.float32), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+        axis.set_title(title)
+        axis.axis("off")
+    return _png(figure)
+
+
 def heatmap_png(npz_path: Path, tp2_utils) -> bytes:
-    """The student's heatmap beside the reference one, both over the same image.
+    """:func:`comparison_png` of the judge's ``heatmap.npz``, its image shown by the course's helpers.
 
     Parameters
     ----------
     npz_path : Path
-        The judge's ``heatmap.npz``: ``image`` (3, 224, 224), normalised; ``student`` and
-        ``reference`` (224, 224) maps in [0, 1]. A missing ``student`` map is drawn as a blank.
+        The judge's ``heatmap.npz``: ``image`` (3, H, W), normalised; ``student`` and
+        ``reference`` (H, W) maps in [0, 1]. A missing ``student`` map is drawn as none.
     tp2_utils : module
-        The course's helper module (its ``show_cam_on_image`` draws each overlay).
+        The course's helper module (its ``denormalize`` undoes the normalisation).
 
     Raises
     ------
@@ -143,7 +172,6 @@ def heatmap_png(npz_path: Path, tp2_utils) -> bytes:
         When the file is missing or malformed.
     """
     import torch
-    from matplotlib.figure import Figure
 
     with np.load(npz_path, allow_pickle=False) as data:
         image = torch.as_tensor(np.asarray(data["image"], dtype=np.float32))
@@ -151,17 +179,8 @@ def heatmap_png(npz_path: Path, tp2_utils) -> bytes:
         student = np.asarray(data["student"], dtype=np.float32) if "student" in data.files else None
     if image.shape != (3, *reference.shape):
         raise ValueError(f"{npz_path}: image of shape {tuple(image.shape)} for maps of shape {reference.shape}")
-
-    figure = Figure(figsize=(9, 3.4))
-    axes = figure.subplots(1, 3)
-    blank = torch.zeros(reference.shape)
-    tp2_utils.show_cam_on_image(axes[0], image, blank, title="image", alpha=0.0)
-    if student is not None and student.shape == reference.shape and np.isfinite(student).all():
-        tp2_utils.show_cam_on_image(axes[1], image, torch.as_tensor(student), title="your Grad-CAM")
-    else:
-        tp2_utils.show_cam_on_image(axes[1], image, blank, title="your Grad-CAM: none", alpha=0.0)
-    tp2_utils.show_cam_on_image(axes[2], image, torch.as_tensor(reference), title="reference Grad-CAM")
-    return _png(figure)
+    picture = tp2_utils.denormalize(image).permute(1, 2, 0).numpy()
+    return comparison_png(picture, reference, student)
 
 
 def histogram_png(scores: Sequence[float], max_score: float, title: str) -> bytes:
@@ -174,11 +193,11 @@ def histogram_png(scores: Sequence[float], max_score: float, title: str) -> byte
     step = 0.5 if top <= 20 else 1.0
     edges = np.arange(0.0, top + step, step) - step / 2
     edges = np.append(edges, edges[-1] + step)
-    axis.hist(list(scores), bins=edges, color="#3b75af", edgecolor="white")
+    axis.hist(list(scores), bins=edges.tolist(), color="#3b75af", edgecolor="white")
     axis.set_xlim(-step, top + step)
     axis.set_xlabel(f"autograded score (out of {number(max_score)})")
     axis.set_ylabel("students")
-    axis.yaxis.get_major_locator().set_params(integer=True)
+    axis.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
     mean = float(np.mean(scores)) if len(scores) else float("nan")
     axis.set_title(f"{title}: {len(scores)} students, mean {mean:.2f}")
     return _png(figure)
@@ -313,21 +332,19 @@ def feedback_html(student: str, assignment: str, results: Results, heatmap: byte
     explains the Grad-CAM conventions that they name; the notes' section is left out when empty.
     """
     escape = html.escape
-    tests = results.get("tests", {})
-    assert isinstance(tests, Mapping)
-    earned, possible = total(results)
+    checked = JudgeResults.of(results)
+    earned, possible = checked.total()
     rows, texts = [], []
-    for name, test in tests.items():
-        outcome = str(test.get("outcome", ""))
-        feedback = str(test.get("feedback") or ("" if outcome == "passed" else outcome))
+    for name, test in checked.tests.items():
+        feedback = test.feedback or ("" if test.passed else test.outcome)
         texts.append(feedback)
-        css = outcome if outcome in ("passed", "failed", "error") else "failed"
         rows.append(
-            f'<tr class="{css}"><td><code>{escape(name)}</code></td><td class="outcome">{escape(outcome)}</td>'
-            f'<td class="points">{number(test.get("points", 0))} / {number(test.get("max_points", 0))}</td>'
+            f'<tr class="{test.outcome}"><td><code>{escape(name)}</code></td>'
+            f'<td class="outcome">{escape(test.outcome)}</td>'
+            f'<td class="points">{number(test.points)} / {number(test.max_points)}</td>'
             f'<td class="feedback">{text_html(feedback)}</td></tr>'
         )
-    all_notes = [*map(str, results.get("notes", []) or []), *notes]  # type: ignore[arg-type]
+    all_notes = [*checked.notes, *notes]
     texts += all_notes
     notes_html = ("<h2>Notes</h2>\n<ul>" + "".join(f"<li>{text_html(n)}</li>" for n in all_notes) + "</ul>\n"
                   if all_notes else "")
@@ -360,6 +377,6 @@ def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     rows = [list(map(str, row)) for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip(), line]
-    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
+    out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return "\n".join(out)
