@@ -40,9 +40,9 @@ from pathlib import Path
 
 import nbformat
 
-from gradcam_kit.course import ASSIGNMENT, Course
+from gradcam_kit.course import ASSIGNMENT, Course, GradesFolder
 from gradcam_kit.demo import copy_course
-from gradcam_kit.grading.batch import GradesFolder, grade_course
+from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.samples import build_samples
 from gradcam_kit.release import generate_release
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.batch import GradesFolder, grade_course
+from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.fingerprint import GradingInputs
 from gradcam_kit.release import generate_release
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,

@@ -32,10 +32,18 @@ from gradcam_kit.course import Course
 
 __all__ = ["GradingInputs", "engine_files"]
 
-OUTSIDE_GRADING = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
-                             "exploration.py", "exploration_runtime.py", "samples.py"})
-"""Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they record or show
-results, run the exploration cells for formgrader, or make sample submissions."""
+OUTSIDE_GRADING = frozenset({
+    "__init__.py", "fingerprint.py",
+    # the batch: planning, running the judges, recording and reporting their results
+    "batch.py", "batch_summary.py", "planning.py", "resources.py", "judge_launch.py", "judge_runner.py",
+    "status_reader.py", "recorder.py", "recording.py", "recording_steps.py", "grades_csv.py",
+    "gradebook.py", "reports.py",
+    # the exploration cells (for formgrader) and the sample submissions
+    "exploration.py", "exploration_runtime.py", "samples.py",
+})
+"""Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they plan, run and
+record the batch, show results, run the exploration cells for formgrader, or make sample
+submissions. (A module in a subpackage is named by its path from ``grading/``.)"""
 
 SETUP_AND_TESTS = "setup and test cells"
 HELPER = "helper module tp2_utils.py"
@@ -62,7 +70,8 @@ def engine_files() -> list[Path]:
     import gradcam_kit
 
     package = Path(gradcam_kit.__file__).resolve().parent
-    files = [path for path in (package / "grading").glob("*.py") if path.name not in OUTSIDE_GRADING]
+    grading = package / "grading"
+    files = [path for path in grading.rglob("*.py") if path.relative_to(grading).as_posix() not in OUTSIDE_GRADING]
     files.append(package / "efficientnet.py")
     return sorted(path for path in files if path.is_file())
 

@@ -1,4 +1,4 @@
-"""A small stand-in course for the tests of ``gradcam-kit grade`` (no tests of its own).
+"""A small stand-in course for the tests of ``gradcam-kit grade``: a fake course, fixtures, no tests.
 
 The real judge runs DenseNet-121 in a sandboxed worker: seconds per submission. Most grading
 tests are about the bookkeeping around it (gradebook, CSV, resume, failures), so they use this
@@ -8,7 +8,9 @@ with the hidden-test region, a written answer) released with nbgrader, and a fak
 
 The fake judge grades one notebook per pytest session (``python -m pytest autograder_tests
 --submission ...``) or a series of notebooks in one process (``python -m autograder_tests --out DIR
-NB...``, reporting each notebook done on the status channel), as the real one does. It passes a function unless its cell contains ``BUG`` or still raises
+NB...``, reporting each notebook done on the status channel), as the real one does, and leaves
+the artifacts the real one leaves (``heatmap.npz`` and its picture ``heatmap.png``, the exploration
+report). It passes a function unless its cell contains ``BUG`` or still raises
 ``NotImplementedError``. Markers in a function cell steer it: ``JUDGE_CRASH`` (exit without
 results), ``JUDGE_SLEEP=<seconds>`` (take that long). Each finished run appends the ``STUDENT=``
 marker of the submission to ``$FAKE_JUDGE_LOG`` when that is set.
@@ -158,6 +160,8 @@ def pytest_sessionfinish(session, exitstatus):
         np.savez(Path(artifacts) / "heatmap.npz", image=rng.normal(size=(3, 224, 224)).astype("float32"),
                  student=rng.random((224, 224)).astype("float32"),
                  reference=rng.random((224, 224)).astype("float32"))
+        import base64
+        (Path(artifacts) / "heatmap.png").write_bytes(base64.b64decode(TINY_PNG))  # as the judge draws it
         data["artifacts"]["heatmap"] = "heatmap.npz"
     if config.getoption("--results-json"):
         Path(config.getoption("--results-json")).write_text(json.dumps(data))
