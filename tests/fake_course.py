@@ -12,7 +12,8 @@ NB...``, reporting each notebook done on the status channel), as the real one do
 the artifacts the real one leaves (``heatmap.npz`` and its picture ``heatmap.png``, the exploration
 report). It passes a function unless its cell contains ``BUG`` or still raises
 ``NotImplementedError``. Markers in a function cell steer it: ``JUDGE_CRASH`` (exit without
-results), ``JUDGE_SLEEP=<seconds>`` (take that long). Each finished run appends the ``STUDENT=``
+results), ``JUDGE_SLEEP=<seconds>`` (take that long); ``$FAKE_JUDGE_NO_PNG`` leaves out
+``heatmap.png``. Each finished run appends the ``STUDENT=``
 marker of the submission to ``$FAKE_JUDGE_LOG`` when that is set.
 """
 
@@ -160,8 +161,9 @@ def pytest_sessionfinish(session, exitstatus):
         np.savez(Path(artifacts) / "heatmap.npz", image=rng.normal(size=(3, 224, 224)).astype("float32"),
                  student=rng.random((224, 224)).astype("float32"),
                  reference=rng.random((224, 224)).astype("float32"))
-        import base64
-        (Path(artifacts) / "heatmap.png").write_bytes(base64.b64decode(TINY_PNG))  # as the judge draws it
+        if not os.environ.get("FAKE_JUDGE_NO_PNG"):  # a judge from before it drew its heatmap
+            import base64
+            (Path(artifacts) / "heatmap.png").write_bytes(base64.b64decode(TINY_PNG))
         data["artifacts"]["heatmap"] = "heatmap.npz"
     if config.getoption("--results-json"):
         Path(config.getoption("--results-json")).write_text(json.dumps(data))

@@ -172,20 +172,24 @@ def take_heatmap(recorder: StudentRecorder, record: StudentRecord) -> None:
         record.notes.append(f"the heatmap could not be drawn ({type(error).__name__}: {error})")
         return
     record.heatmap = png
-    record.heatmap_case = heatmap_caption(npz, recorder.class_names())
+    try:
+        record.heatmap_case = heatmap_caption(npz, recorder.class_names())
+    except Exception:  # the picture is shown without saying what it is of
+        record.heatmap_case = None
 
 
 def heatmap_caption(npz: Path, class_names: list[str] | None) -> reports.HeatmapCase | None:
-    """What the judge's heatmap is of; its class named by the ``.npz`` (``class_name``), else by
-    ``class_names`` when known, else ``?``."""
+    """What the judge's heatmap is of (``None`` when its ``.npz`` does not say).
+
+    The class is named by ``class_names`` when given, else by the ``.npz`` itself (its
+    ``class_name``, from a judge that writes it), else ``?``: the names are not looked up here,
+    as that would import torch.
+    """
     case = reports.heatmap_case(npz, class_names or [])
     if case is None or class_names:
         return case
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            named = str(data["class_name"][()]) if "class_name" in data.files else ""
-    except (OSError, ValueError, TypeError, KeyError):
-        named = ""
+    with np.load(npz, allow_pickle=False) as data:
+        named = str(data["class_name"][()]) if "class_name" in data.files else ""
     return dataclasses.replace(case, class_name=shown(named, 200)) if named else case
 
 
