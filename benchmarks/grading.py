@@ -295,7 +295,12 @@ def compare(argv: list[str], baseline_kit: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="gradcam-bench-compare-") as scratch:
         for label, kit in (("baseline", baseline_kit), ("this kit", REPO_ROOT)):
             figures = Path(scratch) / f"{label.replace(' ', '-')}.json"
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(kit), os.environ.get("PYTHONPATH", "")]))
+            # only the kit's package on the path: the checkout's autograder_tests/ would take the place
+            # of a course's judge that is not a regular package (the stand-in's)
+            path = Path(scratch) / label.replace(" ", "-")
+            path.mkdir()
+            (path / "gradcam_kit").symlink_to(kit / "gradcam_kit", target_is_directory=True)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")]))
             print(f"--- {label}: {kit}", file=sys.stderr)
             subprocess.run([sys.executable, __file__, *child_argv, "--json", str(figures)], env=env, check=True)
             timings[label] = json.loads(figures.read_text())["timing"]
