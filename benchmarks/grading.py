@@ -11,14 +11,15 @@ scratch course (a copy of this one, released with nbgrader), places N copies of 
 Two passes. The timing pass runs the three graders with nothing else sampling the machine. The
 memory pass runs them again (nbgrader on ``--memory-copies`` submissions: its peak does not grow
 with their number) while a sampler thread reads ``/proc`` every 0.25 s (reading the PSS of large
-processes costs CPU, which would slow the timed graders, the busiest the most) and sums the resident set size (RSS) of each process tree that
-grades submissions: a judge, its zygote and the worker forked from it for ``gradcam-kit grade``
-(the process preparing the reference values is a tree of its own); the kernel, the judge and its
-worker for ``nbgrader autograde``. The peak of those sums is the "peak memory per worker". RSS
-counts the pages of the shared libraries (torch) in each process of the tree, and the pages a
-forked worker shares with its zygote twice, so it errs high; the proportional set size (PSS, which
-splits shared pages among the processes that map them) is shown too. So is the peak of the sum over
-all the trees at once, divided by the number of workers: the whole grading's footprint per worker.
+processes costs CPU, which would slow the timed graders, the busiest the most) and sums the
+resident set size (RSS) of each process tree that grades submissions: a judge, its zygote and the
+worker forked from it for ``gradcam-kit grade`` (the process preparing the reference values is a
+tree of its own); the kernel, the judge and its worker for ``nbgrader autograde``. The peak of
+those sums is the "peak memory per worker". RSS counts the pages of the shared libraries (torch) in
+each process of the tree, and the pages a forked worker shares with its zygote twice, so it errs
+high; the proportional set size (PSS, which splits shared pages among the processes that map them)
+is shown too. So is the peak of the sum over all the trees at once, divided by the number of
+workers: the whole grading's footprint per worker.
 
 The figures are printed as a markdown table. It is a script, not a test: nothing fails.
 
@@ -59,7 +60,7 @@ from gradcam_kit.release import generate_release
 try:
     from gradcam_kit.course import GradesFolder
 except ImportError:  # a kit from before issue 14 (--baseline-kit)
-    from gradcam_kit.grading.batch import GradesFolder  # type: ignore[attr-defined,no-redef]
+    from gradcam_kit.grading.batch import GradesFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KIT_ROOT = Path(gradcam_kit.__file__).resolve().parents[1]
@@ -308,7 +309,7 @@ def compare(argv: list[str], baseline_kit: Path) -> int:
     print("| grader | submissions | baseline s / submission | this kit s / submission "
           "| speed-up (baseline / this kit) |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for old, new in zip(timings["baseline"], timings["this kit"]):
+    for old, new in zip(timings["baseline"], timings["this kit"], strict=True):
         print(f"| {new['label']} | {new['submissions']} | {old['per_submission']:.3f} | {new['per_submission']:.3f} "
               f"| {old['per_submission'] / new['per_submission']:.2f}× |")
     return 0

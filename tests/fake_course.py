@@ -164,6 +164,7 @@ def pytest_sessionfinish(session, exitstatus):
         if not os.environ.get("FAKE_JUDGE_NO_PNG"):  # a judge from before it drew its heatmap
             import base64
             (Path(artifacts) / "heatmap.png").write_bytes(base64.b64decode(TINY_PNG))
+            data["artifacts"]["heatmap_png"] = "heatmap.png"
         data["artifacts"]["heatmap"] = "heatmap.npz"
     if config.getoption("--results-json"):
         Path(config.getoption("--results-json")).write_text(json.dumps(data))

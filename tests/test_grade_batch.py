@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +13,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
-from gradcam_kit.grading.batch import grade_course
-from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
-from gradcam_kit.grading.sandbox import available_isolation
 from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
@@ -31,6 +25,11 @@ from fake_course import (  # noqa: F401  (fixtures)
     submit,
     tree_hashes,
 )
+
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
+from gradcam_kit.grading.batch import grade_course
+from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
+from gradcam_kit.grading.sandbox import available_isolation
 
 
 def grade(course, capsys=None, **options) -> tuple[int, str]:

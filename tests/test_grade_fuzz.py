@@ -17,17 +17,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from fake_course import FUNCTIONS, build_fake_course
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcam_kit.course import NOTEBOOK, Course
-from gradcam_kit.course import GradesFolder
+from gradcam_kit.course import NOTEBOOK, Course, GradesFolder
+from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
 from gradcam_kit.grading.judge_launch import JudgedSubmission as JudgeRun
 from gradcam_kit.grading.planning import Problem, Submission, inspect_submission
-from gradcam_kit.grading.recorder import StudentRecorder as Recorder, column_order, read_notebook
+from gradcam_kit.grading.recorder import StudentRecorder as Recorder
+from gradcam_kit.grading.recorder import column_order, read_notebook
 from gradcam_kit.grading.recording import NotGraded as StudentFailure
-from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
-from fake_course import FUNCTIONS, build_fake_course
 
 # strings a student controls: any code point, lone surrogates and control characters included
 ODD_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),

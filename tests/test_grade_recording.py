@@ -15,11 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fake_course import fake_course, fake_course_template, kit_env, submit  # noqa: F401  (fixtures)
+
 from gradcam_kit.course import ASSIGNMENT, GradesFolder
 from gradcam_kit.grading import reports
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.grades_csv import GradesCsv
-from fake_course import fake_course, fake_course_template, kit_env, submit  # noqa: F401  (fixtures)
 
 
 def results(points: float, possible: float = 2.0) -> dict:

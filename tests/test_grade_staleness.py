@@ -21,12 +21,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
-from gradcam_kit.errors import KitError
-from gradcam_kit.grading.batch import grade_course
-from gradcam_kit.grading.fingerprint import GradingInputs
-from gradcam_kit.release import generate_release
 from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
@@ -38,6 +32,12 @@ from fake_course import (  # noqa: F401  (fixtures)
     runs,
     submit,
 )
+
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
+from gradcam_kit.errors import KitError
+from gradcam_kit.grading.batch import grade_course
+from gradcam_kit.grading.fingerprint import GradingInputs
+from gradcam_kit.release import generate_release
 
 
 def grade(course, **options) -> tuple[int, str]:

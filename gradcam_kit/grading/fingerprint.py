@@ -118,7 +118,7 @@ def test_points(notebook: Path) -> dict[str, float]:
     return points
 
 
-test_points.__test__ = False  # a helper, not a pytest test
+test_points.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
 
 
 def _setup_and_tests_digest(notebook: Path) -> str:

@@ -131,7 +131,7 @@ class JudgeRunner:
                 return
             done: set[str] = set()
 
-            def hand_over(run: JudgedSubmission) -> None:
+            def hand_over(run: JudgedSubmission, done: set[str] = done) -> None:
                 done.add(run.submission.student)
                 emit(run)
 

@@ -151,31 +151,43 @@ def take_timestamp(recorder: StudentRecorder, record: StudentRecord) -> None:
 def take_heatmap(recorder: StudentRecorder, record: StudentRecord) -> None:
     """The judge's picture of the student's heatmap beside the reference one, and what it is of.
 
-    The judge draws ``heatmap.png`` beside its ``heatmap.npz`` (the maps, and the case they are of);
-    the picture is taken as it is. A judge that left no picture (one from before it drew them) gets
-    it drawn here from the ``.npz``, by :meth:`StudentRecorder.draw_heatmap`.
+    The judge leaves ``heatmap.npz`` (the maps, and the case they are of: artifact ``heatmap``)
+    and draws ``heatmap.png`` beside it (artifact ``heatmap_png``; when not named, the ``.png``
+    beside the ``.npz``); the picture is taken as it is. A judge that left no picture (one from
+    before the judge drew them) gets it drawn here from the ``.npz``, by
+    :meth:`StudentRecorder.draw_heatmap`.
     """
-    artifacts = record.results.get("artifacts")
-    name = artifacts.get("heatmap") if isinstance(artifacts, dict) else None
-    if not name:
+    npz, picture = _artifact(record, "heatmap"), _artifact(record, "heatmap_png")
+    if npz is None and picture is None:
         return
-    npz = record.run.artifacts / str(name)
-    picture = npz.with_suffix(".png")
+    if picture is None and npz is not None:
+        picture = npz.with_suffix(".png")
     try:
-        if picture.is_file():
+        if picture is not None and picture.is_file():
             png = picture.read_bytes()
             if not png.startswith(PNG_SIGNATURE):
                 raise ValueError(f"{picture.name} is not a PNG file")
-        else:
+        elif npz is not None:
             png = recorder.draw_heatmap(npz)
+        else:
+            raise FileNotFoundError(f"the judge named {picture} but left no such file")
     except Exception as error:
         record.notes.append(f"the heatmap could not be drawn ({type(error).__name__}: {error})")
         return
     record.heatmap = png
     try:
-        record.heatmap_case = heatmap_caption(npz, recorder.class_names())
+        record.heatmap_case = heatmap_caption(npz, recorder.class_names()) if npz is not None else None
     except Exception:  # the picture is shown without saying what it is of
         record.heatmap_case = None
+
+
+def _artifact(record: StudentRecord, key: str) -> Path | None:
+    """The file the judge's results name under ``artifacts[key]`` (a plain file name), if any."""
+    named = record.results.get("artifacts")
+    name = named.get(key) if isinstance(named, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return None
+    return record.run.artifacts / name
 
 
 def heatmap_caption(npz: Path, class_names: list[str] | None) -> reports.HeatmapCase | None:
@@ -256,6 +268,7 @@ def write_feedback_page(recorder: StudentRecorder, record: StudentRecord) -> Non
 def record_in_gradebook(recorder: StudentRecorder, record: StudentRecord) -> None:
     """The student's points in ``gradebook.db``: one transaction."""
     tests = {name: float(test["points"]) for name, test in record.results["tests"].items()}
+    assert record.notebook is not None
     try:
         recorder.writer.record(StudentGrades(record.student, tests, record.notebook, record.timestamp))
     except GradebookError as error:
