@@ -32,6 +32,7 @@ from nbconvert.exporters import NotebookExporter
 from nbgrader.api import MissingEntry
 from nbgrader.preprocessors import ClearHiddenTests, OverwriteCells
 from traitlets import List
+
 from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV
 
 __all__ = ["ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
@@ -106,7 +107,8 @@ class KitGradesGuard(NotebookExporter):
     def _refuse(converter: Any, graded: list[str]) -> None:
         from nbgrader.converters.base import NbGraderException
 
-        names = ", ".join(graded[:MAX_NAMES]) + (f" and {len(graded) - MAX_NAMES} more" if len(graded) > MAX_NAMES else "")
+        more = len(graded) - MAX_NAMES
+        names = ", ".join(graded[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
         students = " ".join(f"--student {shlex.quote(student)}" for student in graded[:MAX_NAMES])
         message = (
             f"Not autograded: {names} {'was' if len(graded) == 1 else 'were'} graded by gradcam-kit grade, "
@@ -114,8 +116,8 @@ class KitGradesGuard(NotebookExporter):
             f"button runs) would run that code outside it and replace those grades and the autograded "
             f"notebooks. Nothing was changed. To grade {'it' if len(graded) == 1 else 'them'} "
             f"again, run in the course folder: gradcam-kit grade {students} --force. To let plain nbgrader "
-            f"replace the kit's grades anyway, set {ALLOW_PLAIN_AUTOGRADE_ENV}=1 in the environment of this command (or of "
-            f"the Jupyter server that runs formgrader)."
+            f"replace the kit's grades anyway, set {ALLOW_PLAIN_AUTOGRADE_ENV}=1 in the environment of this command "
+            f"(or of the Jupyter server that runs formgrader)."
         )
         log = getattr(converter, "log", None)
         if log is not None:

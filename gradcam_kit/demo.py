@@ -22,11 +22,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TYPE_CHECKING, Iterator, TextIO
 
 from gradcam_kit.contract import WEIGHTS_ENV
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, Course
 from gradcam_kit.errors import KitError
+
+if TYPE_CHECKING:
+    from gradcam_kit.grading.samples import Sample
 
 DEMO_MARK = ".gradcam-kit-demo"
 COPIED = (CONFIG_FILE, "source", "solutions", "autograder_tests", "TP2_images")
@@ -96,7 +99,7 @@ def choose_weights(course: Course) -> tuple[str, str]:
     return chosen, f"{WEIGHTS_ENV}={chosen}{note}."
 
 
-def demo_submissions(course: Course, buggy: int = len(BUGGY_FUNCTIONS)) -> dict[str, object]:
+def demo_submissions(course: Course, buggy: int = len(BUGGY_FUNCTIONS)) -> dict[str, Sample]:
     """The sample notebooks to grade, by student id: solution, untouched release, ``buggy`` bugs."""
     from gradcam_kit.grading.samples import MUTATIONS, build_samples
 
@@ -111,7 +114,7 @@ def demo_submissions(course: Course, buggy: int = len(BUGGY_FUNCTIONS)) -> dict[
     return students
 
 
-def place_submissions(course: Course, samples: dict[str, object]) -> None:
+def place_submissions(course: Course, samples: dict[str, Sample]) -> None:
     """Write each sample as ``submitted/<student>/TP2_GradCAM/TP2_GradCAM.ipynb``."""
     import nbformat
 

@@ -33,6 +33,7 @@ head its own activation module, ``head_activation``. Nothing is modified in plac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +75,9 @@ class LiteInputAdapter(nn.Module):
         self.register_buffer("scale", std / LITE_STD)
         self.register_buffer("shift", (mean - LITE_MEAN) / LITE_STD)
 
+    scale: Tensor
+    shift: Tensor
+
     def forward(self, images: Tensor) -> Tensor:
         return images * self.scale + self.shift
 
@@ -89,6 +93,9 @@ class EfficientNetLite0(nn.Module):
     Shapes: (N, 3, 224, 224) -> raw class scores (N, 1000).
     """
 
+    weights_source: str
+    """The path of the weights file (set by :func:`load_efficientnet_lite0`)."""
+
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.input_adapter = LiteInputAdapter()
@@ -96,7 +103,7 @@ class EfficientNetLite0(nn.Module):
         self.head_activation = nn.ReLU6()
 
     def forward(self, images: Tensor) -> Tensor:
-        net = self.network
+        net: Any = self.network  # efficientnet_lite_pytorch's model: its parts are private attributes
         x = self.input_adapter(images)
         x = net._swish(net._bn0(net._conv_stem(x)))
         n_blocks = len(net._blocks)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 __all__ = ["FILE_MODE", "kill_group", "process_alive", "write_atomically", "write_json_atomically"]
 

@@ -57,7 +57,8 @@ def sha256_of_file(path: Path) -> str:
 
 def check_folder(folder: Path, manifest: Manifest) -> list[str]:
     """Problems with the images in ``folder`` (an empty list when all are in place)."""
-    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_NAME} if folder.is_dir() else set()
+    files = folder.iterdir() if folder.is_dir() else iter(())
+    present = {p.name for p in files if p.is_file() and p.name != MANIFEST_NAME}
     problems = [f"{folder / name}: missing" for name in sorted(manifest.files.keys() - present)]
     problems += [f"{folder / name}: not in the manifest" for name in sorted(present - manifest.files.keys())]
     problems += [

@@ -98,8 +98,9 @@ def _cell_info(cell: NotebookNode) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
-def split_source(notebook: NotebookNode, markers: NbgraderMarkers = NbgraderMarkers()) -> tuple[list[str], list[str]]:
+def split_source(notebook: NotebookNode, markers: NbgraderMarkers | None = None) -> tuple[list[str], list[str]]:
     """(secret lines, public lines) of the source notebook, as nbgrader clears them (module docstring)."""
+    markers = markers or NbgraderMarkers()
     regions = [(markers.begin_solution, markers.end_solution), (markers.begin_hidden, markers.end_hidden),
                (markers.begin_mark_scheme, markers.end_mark_scheme)]
     secret: list[str] = []

@@ -26,9 +26,9 @@ from typing import Iterable, Mapping
 import nbformat
 from nbformat import NotebookNode
 
+from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.contract import GRADED_FUNCTIONS
 
 __all__ = [
     "ALL_TESTS",
@@ -627,7 +627,7 @@ def solution_sources(source: NotebookNode) -> dict[str, str]:
     dict
         ``grade_id -> code``: the cell's text without its ``### BEGIN/END SOLUTION`` lines.
     """
-    return {_grade_id(cell): _MARKER.sub("", cell.source) for cell in source.cells if _is_solution_code(cell)}
+    return {str(_grade_id(cell)): _MARKER.sub("", cell.source) for cell in source.cells if _is_solution_code(cell)}
 
 
 def release_notebook(course: Course) -> NotebookNode:

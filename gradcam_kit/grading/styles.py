@@ -184,8 +184,8 @@ def upsample_normalize(cam, size=(224, 224)):
     return torch.nan_to_num((maps - low) / (high - low), nan=0.0)
 '''),
     # --- grad_cam ------------------------------------------------------------------------------
-    _style("grad_cam_default_size", "a summed batch score, hooks removed in finally, the upsampling at its "
-           "default size (224x224, the size of the course's images)", grad_cam='''\
+    _style("grad_cam_summed_batch_score", "a summed batch score, hooks removed in finally, the size of the "
+           "image read from its last two dimensions", grad_cam='''\
 def grad_cam(model, image, class_idx, layer):
     model.eval()
     store, handles = register_gradcam_hooks(layer)
@@ -197,7 +197,8 @@ def grad_cam(model, image, class_idx, layer):
         for handle in handles:
             handle.remove()
     cam = weighted_cam(store["activations"], channel_weights(store["gradients"]))
-    return upsample_normalize(cam)[0].detach().cpu()
+    height, width = image.shape[-2:]
+    return upsample_normalize(cam, size=(height, width))[0].detach().cpu()
 '''),
     _style("grad_cam_requires_grad_input", "the image made to require grad, the score taken with gather",
            grad_cam='''\
@@ -350,7 +351,8 @@ BUGS: tuple[Bug, ...] = (
          _one_line("channel_weights", "gradients", "return gradients.abs().mean(dim=(2, 3))")),
     # --- weighted_cam --------------------------------------------------------------------------
     _bug("cam_no_relu", "weighted_cam", "relu", "no ReLU",
-         _one_line("weighted_cam", "activations, weights", "return (weights[:, :, None, None] * activations).sum(dim=1)")),
+         _one_line("weighted_cam", "activations, weights",
+                   "return (weights[:, :, None, None] * activations).sum(dim=1)")),
     _bug("cam_relu_per_channel", "weighted_cam", "relu", "the ReLU on each weighted map, before the sum",
          _one_line("weighted_cam", "activations, weights",
                    "return F.relu(weights[:, :, None, None] * activations).sum(dim=1)")),
@@ -438,6 +440,9 @@ def grad_cam(model, image, class_idx, layer):
     _bug("grad_cam_not_upsampled", "grad_cam", "result", "returns the map at the layer's resolution",
          _GRAD_CAM.format(target="scores[0, class_idx]").replace("size=tuple(image.shape[-2:])",
                                                                  "size=tuple(cam.shape[-2:])")),
+    _bug("grad_cam_default_size", "grad_cam", "result",
+         "upsamples to the default 224x224 whatever the size of the image",
+         _GRAD_CAM.format(target="scores[0, class_idx]").replace("size=tuple(image.shape[-2:])", "size=(224, 224)")),
     # --- top_and_least -------------------------------------------------------------------------
     _bug("top_ascending", "top_and_least", "classes", "the best classes in increasing order",
          _one_line("top_and_least", "scores, k=3",
