@@ -202,7 +202,7 @@ class Judge:
 
         ``heatmap.npz`` (:data:`HEATMAP_NPZ`): ``image`` (3, H, W), ``reference`` and ``student``
         (H, W), and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name``,
-        ``class_idx`` and ``weights`` (the weights policy of the models). With ``case``, also
+        ``class_idx``, ``class_name`` and ``weights`` (the weights policy of the models). With ``case``, also
         ``heatmap.png`` (:data:`HEATMAP_PNG`): the student's map beside the reference, over the
         picture (``reports.comparison_png``). Recorded in :attr:`artifacts` as ``heatmap`` and
         ``heatmap_png``; a file that cannot be made is left out (the traceback goes to the log).
@@ -213,6 +213,7 @@ class Judge:
         if case is not None:
             arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer), image_name=np.array(case.image),
                           class_idx=np.array(int(case.class_idx)),
+                          class_name=np.array(self.refs.class_names()[int(case.class_idx)]),
                           weights=np.array(case.spec.weights or weights_policy()))
         if student is not None and student.shape == reference.shape:
             arrays["student"] = np.asarray(student, dtype=np.float32)

@@ -11,16 +11,26 @@ scratch course (a copy of this one, released with nbgrader), places N copies of 
 Two passes. The timing pass runs the three graders with nothing else sampling the machine. The
 memory pass runs them again (nbgrader on ``--memory-copies`` submissions: its peak does not grow
 with their number) while a sampler thread reads ``/proc`` every 0.25 s (reading the PSS of large
-processes costs CPU, which would slow the timed graders, the busiest the most) and sums the resident set size (RSS) of each process tree that
-grades submissions: a judge, its zygote and the worker forked from it for ``gradcam-kit grade``
-(the process preparing the reference values is a tree of its own); the kernel, the judge and its
-worker for ``nbgrader autograde``. The peak of those sums is the "peak memory per worker". RSS
-counts the pages of the shared libraries (torch) in each process of the tree, and the pages a
-forked worker shares with its zygote twice, so it errs high; the proportional set size (PSS, which
-splits shared pages among the processes that map them) is shown too. So is the peak of the sum over
-all the trees at once, divided by the number of workers: the whole grading's footprint per worker.
+processes costs CPU, which would slow the timed graders, the busiest the most) and sums the
+resident set size (RSS) of each process tree that grades submissions: a judge, its zygote and the
+worker forked from it for ``gradcam-kit grade`` (the process preparing the reference values is a
+tree of its own); the kernel, the judge and its worker for ``nbgrader autograde``. The peak of
+those sums is the "peak memory per worker". RSS counts the pages of the shared libraries (torch) in
+each process of the tree, and the pages a forked worker shares with its zygote twice, so it errs
+high; the proportional set size (PSS, which splits shared pages among the processes that map them)
+is shown too. So is the peak of the sum over all the trees at once, divided by the number of
+workers: the whole grading's footprint per worker.
 
 The figures are printed as a markdown table. It is a script, not a test: nothing fails.
+
+Two options measure the grader's own work, old against new:
+
+* ``--fake-judge``: grade the stand-in course of ``tests/fake_course.py`` instead, whose judge
+  takes no time: what is left is the grader (planning, starting judge processes, recording each
+  student: autograded copy, feedback page, gradebook, marker, CSV). No nbgrader, no memory pass.
+* ``--baseline-kit DIR``: another checkout of the kit (``git worktree add /tmp/base main``): the
+  same measures are run with it first, then with this one (each in a process of its own, the
+  course taken from that checkout), and both are shown side by side with their ratio.
 """
 
 from __future__ import annotations
@@ -40,13 +50,21 @@ from pathlib import Path
 
 import nbformat
 
+import gradcam_kit
 from gradcam_kit.course import ASSIGNMENT, Course
 from gradcam_kit.demo import copy_course
-from gradcam_kit.grading.batch import GradesFolder, grade_course
+from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.samples import build_samples
 from gradcam_kit.release import generate_release
 
+try:
+    from gradcam_kit.course import GradesFolder
+except ImportError:  # a kit from before issue 14 (--baseline-kit)
+    from gradcam_kit.grading.batch import GradesFolder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+KIT_ROOT = Path(gradcam_kit.__file__).resolve().parents[1]
+"""The checkout of the kit being measured (another one than this script's with ``--baseline-kit``)."""
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TARGET_SPEEDUP = 5.0
 TARGET_SCALING = 1.6
@@ -167,13 +185,25 @@ class Measure:
 def make_course(base: Path, copies: int) -> Course:
     """A released scratch course with ``copies`` copies of the solution in ``submitted/``."""
     base.mkdir(parents=True)
-    course = copy_course(Course.locate(REPO_ROOT), base)
+    course = copy_course(Course.locate(KIT_ROOT), base)
     generate_release(course)
     solution = build_samples(course, names=["solution"])["solution"].notebook
     for index in range(1, copies + 1):
         path = course.submission(f"s{index:02d}")
         path.parent.mkdir(parents=True)
         nbformat.write(solution, str(path))
+    return course
+
+
+def make_fake_course(base: Path, copies: int) -> Course:
+    """The stand-in course of ``tests/fake_course.py`` (a judge that takes no time), with ``copies``
+    submissions that pass."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from fake_course import build_fake_course, submit
+
+    course = build_fake_course(base)
+    for index in range(1, copies + 1):
+        submit(course, f"s{index:03d}")
     return course
 
 
@@ -239,77 +269,128 @@ def autograde_scores(course: Course) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-def table(timed: list[Measure], sampled: list[Measure], baseline: Measure | None) -> str:
-    """One row per grader: seconds from the timing pass, memory from the memory pass."""
+def table(timed: list[Measure], sampled: list[Measure] | None, baseline: Measure | None) -> str:
+    """One row per grader: seconds from the timing pass, memory from the memory pass (if any)."""
     lines = ["| grader | submissions | wall time (s) | s / submission | speed-up vs nbgrader autograde "
              "| peak RSS per worker (MB) | peak PSS per worker (MB) | peak PSS of all / workers (MB) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for m, mem in zip(timed, sampled):
+    for index, m in enumerate(timed):
         speedup = f"{baseline.per_submission / m.per_submission:.1f}×" if baseline else "n/a"
-        lines.append(f"| {m.label} | {m.submissions} | {m.seconds:.1f} | {m.per_submission:.2f} | {speedup} "
-                     f"| {mem.peak_mb:.0f} | {mem.peak_pss_mb:.0f} | {mem.total_pss_mb / mem.workers:.0f} |")
+        memory = "| n/a | n/a | n/a |"
+        if sampled is not None:
+            mem = sampled[index]
+            memory = f"| {mem.peak_mb:.0f} | {mem.peak_pss_mb:.0f} | {mem.total_pss_mb / mem.workers:.0f} |"
+        lines.append(f"| {m.label} | {m.submissions} | {m.seconds:.1f} | {m.per_submission:.2f} | {speedup} {memory}")
     return "\n".join(lines)
 
 
+def compare(argv: list[str], baseline_kit: Path) -> int:
+    """Run this script with the kit at ``baseline_kit``, then with this one; show both timings."""
+    child_argv = list(argv)
+    index = child_argv.index("--baseline-kit") if "--baseline-kit" in child_argv else None
+    if index is not None:
+        del child_argv[index:index + 2]
+    else:
+        child_argv = [a for a in child_argv if not a.startswith("--baseline-kit=")]
+    timings = {}
+    with tempfile.TemporaryDirectory(prefix="gradcam-bench-compare-") as scratch:
+        for label, kit in (("baseline", baseline_kit), ("this kit", REPO_ROOT)):
+            figures = Path(scratch) / f"{label.replace(' ', '-')}.json"
+            # only the kit's package on the path: the checkout's autograder_tests/ would take the place
+            # of a course's judge that is not a regular package (the stand-in's)
+            path = Path(scratch) / label.replace(" ", "-")
+            path.mkdir()
+            (path / "gradcam_kit").symlink_to(kit / "gradcam_kit", target_is_directory=True)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")]))
+            print(f"--- {label}: {kit}", file=sys.stderr)
+            subprocess.run([sys.executable, __file__, *child_argv, "--json", str(figures)], env=env, check=True)
+            timings[label] = json.loads(figures.read_text())["timing"]
+    print(f"\nbaseline: {baseline_kit}; this kit: {REPO_ROOT}\n")
+    print("| grader | submissions | baseline s / submission | this kit s / submission "
+          "| speed-up (baseline / this kit) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for old, new in zip(timings["baseline"], timings["this kit"], strict=True):
+        print(f"| {new['label']} | {new['submissions']} | {old['per_submission']:.3f} | {new['per_submission']:.3f} "
+              f"| {old['per_submission'] / new['per_submission']:.2f}× |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=10, help="copies of the solution (default 10)")
     parser.add_argument("--autograde-copies", type=int, default=None,
                         help="copies for nbgrader autograde (default: the same number)")
     parser.add_argument("--skip-autograde", action="store_true", help="do not run nbgrader autograde")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory pass (timings only)")
     parser.add_argument("--memory-copies", type=int, default=2,
                         help="copies for nbgrader autograde in the memory pass (default 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="N",
+                        help="the worker counts of gradcam-kit grade to time (default: 1 2)")
+    parser.add_argument("--fake-judge", action="store_true",
+                        help="grade the stand-in course of tests/fake_course.py (its judge takes no time): the "
+                             "grader's own work; implies --skip-autograde --skip-memory")
+    parser.add_argument("--baseline-kit", metavar="DIR",
+                        help="another checkout of the kit: time it first, then this one, and show both")
     parser.add_argument("--scratch", metavar="DIR", help="where to build the courses (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    if args.baseline_kit:
+        return compare(argv, Path(args.baseline_kit).resolve())
+    if args.fake_judge:
+        args.skip_autograde = args.skip_memory = True
 
     os.environ.setdefault("GRADCAM_WEIGHTS", "random")
     base = Path(args.scratch).resolve() if args.scratch else Path(tempfile.mkdtemp(prefix="gradcam-bench-"))
     print(f"scratch courses in {base}; GRADCAM_WEIGHTS={os.environ['GRADCAM_WEIGHTS']}; "
-          f"{os.cpu_count()} CPUs", file=sys.stderr)
+          f"{os.cpu_count()} CPUs; kit {KIT_ROOT}", file=sys.stderr)
     try:
-        course = make_course(base / "kit", args.copies)
+        course = (make_fake_course if args.fake_judge else make_course)(base / "kit", args.copies)
         copies = args.autograde_copies or args.copies
         twin = None if args.skip_autograde else make_course(base / "nbgrader", copies)
         small = min(args.memory_copies, copies)
-        twin_small = None if args.skip_autograde else make_course(base / "nbgrader-memory", small)
+        twin_small = None if args.skip_autograde or args.skip_memory else make_course(base / "nbgrader-memory", small)
         passes: dict[bool, list[Measure]] = {}
-        for memory in (False, True):
+        for memory in (False, True) if not args.skip_memory else (False,):
             what = "memory pass (sampling /proc)" if memory else "timing pass"
             passes[memory] = []
-            for workers in (1, 2):
+            for workers in args.workers:
                 print(f"{what}: grading {args.copies} submissions with {workers} worker(s)...", file=sys.stderr)
                 passes[memory].append(measure_grade(course, workers, args.copies, memory))
-            if twin is not None and twin_small is not None:
+            twin_here = twin_small if memory else twin
+            if twin_here is not None:
                 count = small if memory else copies
                 print(f"{what}: nbgrader autograde on {count} submissions...", file=sys.stderr)
-                passes[memory].append(measure_autograde(twin_small if memory else twin, count, memory))
-        measures, sampled = passes[False], passes[True]
-        baseline = measures[2] if twin is not None else None
+                passes[memory].append(measure_autograde(twin_here, count, memory))
+        measures, sampled = passes[False], passes.get(True)
+        baseline = measures[len(args.workers)] if twin is not None else None
     finally:
         if not args.scratch:
             shutil.rmtree(base, ignore_errors=True)
 
     print(table(measures, sampled, baseline))
-    one, two = measures[0], measures[1]
-    scaling = one.per_submission / two.per_submission
     print()
-    print(f"* 2 workers against 1: {scaling:.2f}× (target ≥ {TARGET_SCALING}×)")
+    if len(measures) >= 2 and args.workers[:2] == [1, 2]:
+        scaling = measures[0].per_submission / measures[1].per_submission
+        print(f"* 2 workers against 1: {scaling:.2f}× (target ≥ {TARGET_SCALING}×)")
     if baseline:
-        speedup = baseline.per_submission / min(one.per_submission, two.per_submission)
+        graders = measures[:len(args.workers)]
+        speedup = baseline.per_submission / min(m.per_submission for m in graders)
         print(f"* best gradcam-kit grade against nbgrader autograde: {speedup:.1f}× per submission "
-              f"(target ≥ {TARGET_SPEEDUP:g}×); with 1 worker: "
-              f"{baseline.per_submission / one.per_submission:.1f}×")
-    peak, peak_pss = max(m.peak_mb for m in sampled[:2]), max(m.peak_pss_mb for m in sampled[:2])
-    print(f"* peak memory per worker (judge + zygote + sandboxed worker): RSS {peak:.0f} MB, PSS {peak_pss:.0f} MB "
-          f"(target ≤ {TARGET_MEMORY_MB:.0f} MB, on PSS)")
-    for m in measures + sampled:
+              f"(target ≥ {TARGET_SPEEDUP:g}×); with {graders[0].workers} worker(s): "
+              f"{baseline.per_submission / graders[0].per_submission:.1f}×")
+    if sampled:
+        peak = max(m.peak_mb for m in sampled[:len(args.workers)])
+        peak_pss = max(m.peak_pss_mb for m in sampled[:len(args.workers)])
+        print(f"* peak memory per worker (judge + zygote + sandboxed worker): RSS {peak:.0f} MB, PSS {peak_pss:.0f} MB "
+              f"(target ≤ {TARGET_MEMORY_MB:.0f} MB, on PSS)")
+    for m in measures + (sampled or []):
         distinct = sorted(set(round(v, 3) for v in m.scores.values()))
         print(f"* {m.label}: {len(m.scores)} graded, autograded scores {distinct}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "timing": [m.__dict__ | {"per_submission": m.per_submission} for m in measures],
-            "memory": [m.__dict__ for m in sampled]}, indent=2, default=str))
+            "memory": [m.__dict__ for m in sampled or []]}, indent=2, default=str))
     return 0
 
 

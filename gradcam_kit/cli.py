@@ -13,7 +13,6 @@ from typing import Sequence
 from gradcam_kit.course import Course, CourseNotFound
 from gradcam_kit.errors import KitError
 
-
 DESCRIPTION = "The TP2 Grad-CAM course kit: release the student version, grade the submissions."
 EPILOG = """\
 Every command takes --course DIR; the default is the course that holds the current folder
@@ -59,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "judge, weights policy) changed since; the summary says why each one was graded.")
     _add_course(grade)
     grade.add_argument("--student", action="append", metavar="ID", help="grade only this student (repeatable)")
-    grade.add_argument("--workers", type=int, default=None, metavar="N", help="parallel judges (default: one per CPU, fewer if memory is short)")
+    grade.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="parallel judges (default: one per CPU, fewer if memory is short)")
     grade.add_argument("--force", action="store_true",
                        help="regrade students even when nothing changed since they were graded")
     grade.add_argument("--csv", metavar="FILE", help="where to write the CSV (default: grades/TP2_GradCAM.csv)")

@@ -3,16 +3,32 @@
 A course is a folder with ``nbgrader_config.py`` at its root (nbgrader's convention). Every path
 the kit uses is derived here, from that root, so that a copy of the course elsewhere works on its
 own files and the kit never writes into its own install location.
+
+:class:`Course` holds nbgrader's folders and the kit's own; :class:`GradesFolder` the layout of
+``grades/``, where ``gradcam-kit grade`` keeps what it wrote::
+
+    grades/TP2_GradCAM.csv              the autograded points (--csv overrides the path)
+    grades/TP2_GradCAM_scores.png       the histogram of the scores
+    grades/<student>.json               the judge's results for the student (the "done" marker)
+    grades/feedback/<student>.html      the feedback page, with the two heatmaps
+    grades/artifacts/<student>/         what the judge left (heatmap.npz, heatmap.png)
+    grades/logs/<student>.log           the judge's output
+    grades/.work/<pid>-<id>/            the judges' scratch folders (removed after use)
+    grades/.reference-cache/            the judges' shared reference arrays (safe to delete)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from gradcam_kit.grading.safe_text import encodable
 
 ASSIGNMENT = "TP2_GradCAM"
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
@@ -79,6 +95,13 @@ class Course:
     def feedback_dir(self) -> Path:
         return self.root / "feedback"
 
+    def autograded_dir(self, student: str) -> Path:
+        """nbgrader's ``autograded/<student>/<assignment>/``: what formgrader shows."""
+        return self.root / "autograded" / student / ASSIGNMENT
+
+    def autograded_notebook(self, student: str) -> Path:
+        return self.autograded_dir(student) / NOTEBOOK
+
     @property
     def gradebook(self) -> Path:
         return self.root / "gradebook.db"
@@ -119,6 +142,67 @@ class Course:
     def reference(self) -> ModuleType:
         """``solutions/gradcam_reference.py``."""
         return load_module_from(self.reference_module, "gradcam_reference")
+
+
+@dataclass(frozen=True)
+class GradesFolder:
+    """The paths under ``grades/`` (see the module docstring), and the results kept there.
+
+    Parameters
+    ----------
+    root : Path
+        The folder (:attr:`Course.grades_dir`).
+    """
+
+    root: Path
+
+    def marker(self, student: str) -> Path:
+        """``<student>.json``: the student's kept results, written last (the "done" marker)."""
+        return self.root / f"{student}.json"
+
+    def feedback(self, student: str) -> Path:
+        return self.root / "feedback" / f"{student}.html"
+
+    def artifacts(self, student: str) -> Path:
+        return self.root / "artifacts" / student
+
+    def log(self, student: str) -> Path:
+        return self.root / "logs" / f"{student}.log"
+
+    @property
+    def work(self) -> Path:
+        """Scratch space of the judges (one folder per series of students, removed after use)."""
+        return self.root / ".work"
+
+    @property
+    def reference_cache(self) -> Path:
+        """The judges' shared cache of reference arrays (safe to delete)."""
+        return self.root / ".reference-cache"
+
+    @property
+    def csv(self) -> Path:
+        return self.root / f"{ASSIGNMENT}.csv"
+
+    @property
+    def histogram(self) -> Path:
+        return self.root / f"{ASSIGNMENT}_scores.png"
+
+    def load_marker(self, student: str) -> dict[str, Any] | None:
+        """The kept results of ``student``, or ``None`` if absent or unreadable."""
+        try:
+            data = encodable(json.loads(self.marker(student).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("grading"), dict) else None
+
+    def all_results(self) -> dict[str, dict[str, Any]]:
+        """The kept results of every student graded so far, by student id (one read of each marker)."""
+        found = {}
+        for path in sorted(self.root.glob("*.json")):
+            data = self.load_marker(path.stem)
+            if data is not None and data["grading"].get("student") == path.stem:
+                found[path.stem] = data
+        return found
 
 
 def load_module_from(path: Path, name: str) -> ModuleType:

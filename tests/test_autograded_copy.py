@@ -9,7 +9,7 @@ notebook (and its HTML rendering by nbconvert, as formgrader does):
   nothing a student could turn into HTML or JavaScript in the instructor's browser), and the
   cells that failed or hit a limit say so, there, in the feedback notes and in the summary.
 
-The stand-in course's fake judge writes the exploration report (``test_grade_helpers``); the last
+The stand-in course's fake judge writes the exploration report (``fake_course``); the last
 test runs the real judge and worker on the real course.
 """
 
@@ -28,7 +28,7 @@ from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.exploration import PNG_SIGNATURE, clean_png
 from gradcam_kit.grading.gradebook import WRAP_COLUMNS, annotate_tests, wrap_lines
 from gradcam_kit.release import generate_release
-from test_grade_helpers import fake_course, fake_course_template, read_json, submit  # noqa: F401
+from fake_course import fake_course, fake_course_template, read_json, submit  # noqa: F401
 
 SAFE_MIME = {"image/png", "text/plain"}
 EXPLORATION = ("part2_code", "part3_code", "part4_code")
@@ -157,7 +157,7 @@ def test_a_failed_test_s_message_is_wrapped_for_formgrader(course):
 def test_the_real_worker_runs_the_exploration_cells_under_its_limits(tmp_path, monkeypatch):
     from gradcam_kit.demo import copy_course
     from gradcam_kit.grading.samples import build_samples
-    from test_grade_helpers import REPO_ROOT
+    from fake_course import REPO_ROOT
 
     monkeypatch.setenv("GRADCAM_WEIGHTS", "random")
     (tmp_path / "course").mkdir()

@@ -13,7 +13,7 @@ import pytest
 from gradcam_kit.course import ASSIGNMENT, Course
 from gradcam_kit.demo import DEMO_MARK, prepare_scratch, run_demo
 from gradcam_kit.errors import KitError
-from test_grade_helpers import REPO_ROOT, gradebook_scores, tree_hashes
+from fake_course import REPO_ROOT, gradebook_scores, tree_hashes
 
 
 def test_demo_releases_grades_and_reports(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,12 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
-from gradcam_kit.grading.batch import GradesFolder, grade_course
-from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
-from gradcam_kit.host.isolation import available_isolation
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,
@@ -31,6 +25,11 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
     submit,
     tree_hashes,
 )
+
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
+from gradcam_kit.grading.batch import grade_course
+from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
+from gradcam_kit.host.isolation import available_isolation
 
 
 def grade(course, capsys=None, **options) -> tuple[int, str]:
@@ -278,7 +277,10 @@ def test_killing_the_grader_midway_loses_nothing_and_grades_nobody_twice(fake_co
 
 
 def test_results_that_disagree_with_the_gradebook_fail_the_student(tmp_path):
-    from gradcam_kit.grading.batch import GraderError, JudgeRun, Submission, read_results
+    from gradcam_kit.grading.judge_launch import JudgedSubmission as JudgeRun
+    from gradcam_kit.grading.planning import Submission
+    from gradcam_kit.grading.recording import GraderError
+    from gradcam_kit.grading.recording_steps import read_results
 
     def results(text: str) -> dict:
         path = tmp_path / "r.json"

@@ -2,9 +2,9 @@
 
 Whatever bytes a submission holds (notebook JSON with odd strings, encodings, sizes and metadata;
 ``timestamp.txt``; the texts of the judge's results, which quote students' exceptions), reading it
-(:func:`~gradcam_kit.grading.batch.inspect_submission`) gives a submission or a problem, and
-recording it (:meth:`~gradcam_kit.grading.batch.Recorder.record`) writes the student or raises
-:class:`~gradcam_kit.grading.batch.StudentFailure`: nothing else may come out, and what is written
+(:func:`~gradcam_kit.grading.planning.inspect_submission`) gives a submission or a problem, and
+recording it (:meth:`~gradcam_kit.grading.recorder.StudentRecorder.record`) writes the student or raises
+:class:`~gradcam_kit.grading.recording.NotGraded`: nothing else may come out, and what is written
 is valid UTF-8.
 """
 
@@ -17,23 +17,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from fake_course import FUNCTIONS, build_fake_course
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcam_kit.course import NOTEBOOK, Course
-from gradcam_kit.grading.batch import (
-    GradesFolder,
-    JudgeRun,
-    Problem,
-    Recorder,
-    StudentFailure,
-    Submission,
-    column_order,
-    inspect_submission,
-    read_notebook,
-)
+from gradcam_kit.course import NOTEBOOK, Course, GradesFolder
 from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
-from test_grade_helpers import FUNCTIONS, build_fake_course
+from gradcam_kit.grading.judge_launch import JudgedSubmission as JudgeRun
+from gradcam_kit.grading.planning import Problem, Submission, inspect_submission
+from gradcam_kit.grading.recorder import StudentRecorder as Recorder
+from gradcam_kit.grading.recorder import column_order, read_notebook
+from gradcam_kit.grading.recording import NotGraded as StudentFailure
 
 # strings a student controls: any code point, lone surrogates and control characters included
 ODD_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),

@@ -24,11 +24,11 @@ import sys
 from pathlib import Path
 
 import nbformat
-from test_grade_helpers import REPO_ROOT, kit_env
 
 from gradcam_kit.course import Course
-from gradcam_kit.grading.samples import release_notebook, solution_notebook
 from gradcam_kit.host.isolation import available_isolation
+from gradcam_kit.grading.samples import release_notebook, solution_notebook
+from fake_course import REPO_ROOT, kit_env
 
 STRONGEST = available_isolation()[0]
 COURSE_PARTS = ("source", "autograder_tests", "solutions", "nbgrader_config.py", "TP2_images")

@@ -21,13 +21,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
-from gradcam_kit.errors import KitError
-from gradcam_kit.grading.batch import GradesFolder, grade_course
-from gradcam_kit.grading.fingerprint import GradingInputs
-from gradcam_kit.release import generate_release
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,
@@ -38,6 +32,12 @@ from test_grade_helpers import (  # noqa: F401  (fixtures)
     runs,
     submit,
 )
+
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
+from gradcam_kit.errors import KitError
+from gradcam_kit.grading.batch import grade_course
+from gradcam_kit.grading.fingerprint import GradingInputs
+from gradcam_kit.release import generate_release
 
 
 def grade(course, **options) -> tuple[int, str]:
@@ -215,3 +215,26 @@ def test_an_interrupted_forced_run_names_the_command_that_resumes_it(graded, jud
     assert result.returncode == 0, result.stderr
     newly = runs(judge_log)[len(judged_before):]
     assert sorted(newly) == sorted(left), "the resume command graded someone twice or missed someone"
+
+
+def test_every_module_of_the_kit_is_part_of_the_judge_unless_declared_outside(tmp_path, monkeypatch):
+    """Moving the worker or its host into a package of its own must not take them out of the
+    judge's digest: a module counts wherever it lives, unless it is declared outside grading."""
+    import gradcam_kit
+    from gradcam_kit.grading import fingerprint
+
+    package = tmp_path / "gradcam_kit"
+    for name in ("__init__.py", "cli.py", "contract.py", "efficientnet.py", "grading/__init__.py",
+                 "grading/batch.py", "grading/recorder.py", "grading/notebook.py", "worker/__init__.py",
+                 "worker/runtime.py", "host/session.py", "wire/frames.py"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(gradcam_kit, "__file__", str(package / "__init__.py"))
+
+    engine = {path.relative_to(package).as_posix() for path in fingerprint.engine_files()}
+    assert engine == {"contract.py", "efficientnet.py", "grading/notebook.py", "worker/__init__.py",
+                      "worker/runtime.py", "host/session.py", "wire/frames.py"}
+
+    before = fingerprint._digest_files(fingerprint.engine_files(), package)
+    (package / "worker" / "runtime.py").write_text("# changed\n")
+    assert fingerprint._digest_files(fingerprint.engine_files(), package) != before

@@ -1,6 +1,6 @@
 """``gradcam-kit grade`` with a judge it cannot trust blindly: no silent downgrade of isolation, no
 grader fault charged to a student, no status forged by a student's text, no student's bytes that
-stop the batch (the stand-in course of ``test_grade_helpers``: its judge is fast)."""
+stop the batch (the stand-in course of ``fake_course``: its judge is fast)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gradcam_kit.course import ASSIGNMENT
-from gradcam_kit.grading.batch import GradesFolder, grade_course
+from gradcam_kit.course import ASSIGNMENT, GradesFolder
+from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.host.isolation import available_isolation
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     fake_course,
     fake_course_template,
     gradebook_scores,
@@ -174,7 +174,7 @@ def test_lone_surrogates_and_an_overlong_timestamp_stop_nobody(fake_course):
 
 
 def test_an_unexpected_error_while_recording_fails_that_student_alone(fake_course, monkeypatch):
-    from gradcam_kit.grading import batch
+    from gradcam_kit.grading import recording_steps as batch
 
     submit(fake_course, "alice")
     submit(fake_course, "bob")

@@ -1,6 +1,6 @@
 """The nbgrader-native path: ``run_hidden_test`` in the notebook's hidden-test regions.
 
-The fast tests use the stand-in course (fake judge, see ``test_grade_helpers``); the last one
+The fast tests use the stand-in course (fake judge, see ``fake_course``); the last one
 runs ``nbgrader autograde`` and ``gradcam-kit grade`` with the real judge and notebook, on the
 solution, a buggy submission and one with a syntax error, and checks the one rule by which their
 points may differ: nbgrader gives nothing to a test cell whose visible part raised.
@@ -18,7 +18,7 @@ from gradcam_kit.contract import HIDDEN_CACHE_ENV
 from gradcam_kit import nbgrader_bridge as hidden
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     REPO_ROOT,
     fake_course,
     fake_course_template,

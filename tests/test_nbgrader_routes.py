@@ -1,6 +1,6 @@
 """The nbgrader routes of the README, with the course's own ``nbgrader_config.py``.
 
-On the stand-in course (fake judge, see ``test_grade_helpers``), with this repository's
+On the stand-in course (fake judge, see ``fake_course``), with this repository's
 ``nbgrader_config.py``, through the real nbgrader commands:
 
 * plain ``nbgrader autograde`` restores the released test cells without a checksum warning
@@ -26,7 +26,7 @@ from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.gradebook import NbgraderSettings
 from gradcam_kit.release import generate_release
-from test_grade_helpers import (  # noqa: F401  (fixtures)
+from fake_course import (  # noqa: F401  (fixtures)
     REPO_ROOT,
     fake_course,
     fake_course_template,

@@ -132,9 +132,9 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
         elif copies[0].get("cell_type") != "code" or source is None:
             problems.append(CellReport(grade_id, "not run", f"The cell `{grade_id}` is not a code cell."))
         else:
-            code, _, error = _compile_cell(source, grade_id)
-            if error is not None:
-                problems.append(CellReport(grade_id, "not run", error))
+            code, _, compile_error = _compile_cell(source, grade_id)
+            if compile_error is not None:
+                problems.append(CellReport(grade_id, "not run", compile_error))
             else:
                 found.append(ExplorationCell(grade_id, source, code))
     return found, problems
@@ -276,9 +276,11 @@ class ExplorationReport:
         for entry in entries[:MAX_OUTPUTS] if isinstance(entries, list) else []:
             if not isinstance(entry, dict) or not _GRADE_ID.match(str(entry.get("grade_id", ""))):
                 continue
-            status = entry.get("status") if entry.get("status") in ("ran", "failed", "limit", "not run") else "not run"
+            known = entry.get("status") in ("ran", "failed", "limit", "not run")
+            status: Status = entry["status"] if known else "not run"
+            seconds = entry.get("seconds")
             cell = CellReport(str(entry["grade_id"]), status, safe_text(entry.get("message", ""), 2000),
-                              seconds=float(entry.get("seconds") or 0.0) if isinstance(entry.get("seconds"), (int, float)) else 0.0)
+                              seconds=float(seconds or 0.0) if isinstance(seconds, (int, float)) else 0.0)
             outputs = entry.get("outputs")
             for output in outputs[:MAX_OUTPUTS] if isinstance(outputs, list) else []:
                 if not isinstance(output, dict):

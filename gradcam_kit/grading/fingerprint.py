@@ -10,7 +10,7 @@ A student's kept results stay valid only while everything that produced them is 
 * ``helper module tp2_utils.py``: models, weights, preprocessing;
 * ``answer key``: ``solutions/*.py`` (the answer key and the reference Grad-CAM);
 * ``judge``: ``autograder_tests/`` and the kit's grading engine (:func:`engine_files`: every module
-  of ``gradcam_kit/grading/`` but :data:`OUTSIDE_GRADING`, and the EfficientNet loader);
+  of the ``gradcam_kit`` package, in any subpackage, but those of :data:`OUTSIDE_GRADING`);
 * ``weights``: the weights policy, ``$GRADCAM_WEIGHTS`` (for a file: its path, size and time).
 
 ``gradcam-kit grade`` stores :meth:`GradingInputs.to_plain` in each student's ``grades/<student>.json``
@@ -32,10 +32,26 @@ from gradcam_kit.course import Course
 
 __all__ = ["GradingInputs", "engine_files"]
 
-OUTSIDE_GRADING = frozenset({"__init__.py", "batch.py", "gradebook.py", "reports.py", "fingerprint.py",
-                             "exploration.py", "exploration_runtime.py", "samples.py"})
-"""Modules of ``gradcam_kit/grading/`` that take no part in deciding a grade: they record or show
-results, run the exploration cells for formgrader, or make sample submissions."""
+OUTSIDE_GRADING = frozenset({
+    "__init__.py", "__main__.py", "grading/__init__.py", "grading/fingerprint.py",
+    # the instructor's commands around grading, and where the course's files are
+    "cli.py", "demo.py", "release.py", "bundle.py", "stubs.py", "leaks.py", "images.py", "lms.py", "progress.py",
+    "course.py",
+    # nbgrader's own routes to the same judge (they run it, they do not decide what it decides)
+    "hidden.py", "nbgrader_bridge.py", "autograde_plugins.py",
+    # the batch: planning, running the judges, recording and reporting their results
+    "grading/batch.py", "grading/batch_summary.py", "grading/planning.py", "grading/resources.py",
+    "grading/judge_launch.py", "grading/judge_runner.py", "grading/status_reader.py", "grading/recorder.py",
+    "grading/recording.py", "grading/recording_steps.py", "grading/grades_csv.py", "grading/gradebook.py",
+    "grading/reports.py",
+    # the exploration cells (for formgrader) and the sample submissions
+    "grading/exploration.py", "grading/exploration_runtime.py", "grading/samples.py",
+})
+"""Modules of the ``gradcam_kit`` package (by their path in it) that take no part in deciding a
+grade: the commands around grading, nbgrader's routes, the batch that plans, runs and records the
+judges, the exploration cells shown to formgrader, the sample submissions. Every other module,
+wherever it lives (the worker, its host, the wire between them, the contract), is part of the
+judge: a module added anywhere counts as grading until it is listed here."""
 
 SETUP_AND_TESTS = "setup and test cells"
 HELPER = "helper module tp2_utils.py"
@@ -57,14 +73,18 @@ def _policy_identity(policy: str) -> str:
     return f"{path} ({info.st_size} bytes, modified {info.st_mtime_ns})"
 
 
-def engine_files() -> list[Path]:
-    """The kit's modules that take part in grading (see the module docstring), sorted."""
+def kit_package() -> Path:
+    """The folder of the ``gradcam_kit`` package in use."""
     import gradcam_kit
 
-    package = Path(gradcam_kit.__file__).resolve().parent
-    files = [path for path in (package / "grading").glob("*.py") if path.name not in OUTSIDE_GRADING]
-    files.append(package / "efficientnet.py")
-    return sorted(path for path in files if path.is_file())
+    return Path(gradcam_kit.__file__).resolve().parent
+
+
+def engine_files() -> list[Path]:
+    """The kit's modules that take part in grading (see the module docstring), sorted."""
+    package = kit_package()
+    return sorted(path for path in package.rglob("*.py")
+                  if path.relative_to(package).as_posix() not in OUTSIDE_GRADING and path.is_file())
 
 
 def _digest_files(files: list[Path], root: Path | None = None) -> str:
@@ -109,7 +129,7 @@ def test_points(notebook: Path) -> dict[str, float]:
     return points
 
 
-test_points.__test__ = False  # a helper, not a pytest test
+test_points.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
 
 
 def _setup_and_tests_digest(notebook: Path) -> str:
@@ -154,7 +174,7 @@ class GradingInputs:
             SETUP_AND_TESTS: _setup_and_tests_digest(course.source_notebook),
             HELPER: _digest_files([course.helper_module] if course.helper_module.is_file() else []),
             ANSWER_KEY: _digest_files(answer_key, course.root),
-            JUDGE: _digest_files(judge, course.root) + _digest_files(engine_files()),
+            JUDGE: _digest_files(judge, course.root) + _digest_files(engine_files(), kit_package()),
         }
         return cls(test_points(course.source_notebook), digests, _policy_identity(weights_policy()))
 

@@ -31,7 +31,6 @@ __all__ = [
     "csv_text",
     "feedback_html",
     "heatmap_case",
-    "heatmap_png",
     "histogram_png",
     "isolation_cell",
     "number",
@@ -155,34 +154,6 @@ def comparison_png(picture: np.ndarray, reference: np.ndarray, student: np.ndarr
     return _png(figure)
 
 
-def heatmap_png(npz_path: Path, tp2_utils) -> bytes:
-    """:func:`comparison_png` of the judge's ``heatmap.npz``, its image shown by the course's helpers.
-
-    Parameters
-    ----------
-    npz_path : Path
-        The judge's ``heatmap.npz``: ``image`` (3, H, W), normalised; ``student`` and
-        ``reference`` (H, W) maps in [0, 1]. A missing ``student`` map is drawn as none.
-    tp2_utils : module
-        The course's helper module (its ``denormalize`` undoes the normalisation).
-
-    Raises
-    ------
-    OSError, ValueError, KeyError
-        When the file is missing or malformed.
-    """
-    import torch
-
-    with np.load(npz_path, allow_pickle=False) as data:
-        image = torch.as_tensor(np.asarray(data["image"], dtype=np.float32))
-        reference = np.asarray(data["reference"], dtype=np.float32)
-        student = np.asarray(data["student"], dtype=np.float32) if "student" in data.files else None
-    if image.shape != (3, *reference.shape):
-        raise ValueError(f"{npz_path}: image of shape {tuple(image.shape)} for maps of shape {reference.shape}")
-    picture = tp2_utils.denormalize(image).permute(1, 2, 0).numpy()
-    return comparison_png(picture, reference, student)
-
-
 def histogram_png(scores: Sequence[float], max_score: float, title: str) -> bytes:
     """A histogram of the autograded scores, one bar per half point from 0 to ``max_score``."""
     from matplotlib.figure import Figure
@@ -235,8 +206,12 @@ class HeatmapCase:
     weights: str
 
 
-def heatmap_case(npz_path: Path, class_names: Sequence[str]) -> HeatmapCase | None:
-    """The case of the judge's ``heatmap.npz``, or ``None`` when the file does not say (or is unreadable)."""
+def heatmap_case(npz_path: Path, class_names: Sequence[str] = ()) -> HeatmapCase | None:
+    """The case of the judge's ``heatmap.npz``, or ``None`` when the file does not say (or is unreadable).
+
+    The class is named by the file's ``class_name`` (the judge writes it), else by ``class_names``
+    (by index), else ``?``.
+    """
     keys = ("arch", "layer", "image_name", "class_idx", "weights")
     try:
         with np.load(npz_path, allow_pickle=False) as data:
@@ -244,9 +219,10 @@ def heatmap_case(npz_path: Path, class_names: Sequence[str]) -> HeatmapCase | No
                 return None
             arch, layer, image, weights = (str(data[key][()]) for key in ("arch", "layer", "image_name", "weights"))
             class_idx = int(data["class_idx"][()])
+            named = str(data["class_name"][()]) if "class_name" in data.files else ""
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    name = class_names[class_idx] if 0 <= class_idx < len(class_names) else "?"
+    name = named or (class_names[class_idx] if 0 <= class_idx < len(class_names) else "?")
     return HeatmapCase(arch, layer, image, class_idx, name, weights)
 
 
@@ -320,7 +296,7 @@ def feedback_html(student: str, assignment: str, results: Results, heatmap: byte
     results : Results
         The judge's results: every test with its outcome, points and feedback, and its notes.
     heatmap : bytes, optional
-        The PNG of :func:`heatmap_png` (embedded), or ``None`` when there is none.
+        The judge's ``heatmap.png`` (embedded), or ``None`` when there is none.
     notes : Iterable[str]
         More notes from the grader (e.g. nbgrader's remarks on edited locked cells).
     graded_at : datetime, optional

@@ -51,7 +51,7 @@ def shown(text: Any, limit: int = 2000) -> str:
     characters: lone surrogates replaced, control characters but newlines and tabs escaped."""
     try:
         text = text if isinstance(text, str) else str(text)
-    except Exception:  # noqa: BLE001 - a hostile __str__
+    except Exception:  # a hostile __str__
         text = "(unreadable)"
     text = _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"),
                         _SURROGATE.sub(REPLACEMENT, text))

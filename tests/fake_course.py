@@ -1,4 +1,4 @@
-"""A small stand-in course for the tests of ``gradcam-kit grade`` (no tests of its own).
+"""A small stand-in course for the tests of ``gradcam-kit grade``: a fake course, fixtures, no tests.
 
 The real judge runs DenseNet-121 in a sandboxed worker: seconds per submission. Most grading
 tests are about the bookkeeping around it (gradebook, CSV, resume, failures), so they use this
@@ -8,9 +8,12 @@ with the hidden-test region, a written answer) released with nbgrader, and a fak
 
 The fake judge grades one notebook per pytest session (``python -m pytest autograder_tests
 --submission ...``) or a series of notebooks in one process (``python -m autograder_tests --out DIR
-NB...``, reporting each notebook done on the status channel), as the real one does. It passes a function unless its cell contains ``BUG`` or still raises
+NB...``, reporting each notebook done on the status channel), as the real one does, and leaves
+the artifacts the real one leaves (``heatmap.npz`` and its picture ``heatmap.png``, the exploration
+report). It passes a function unless its cell contains ``BUG`` or still raises
 ``NotImplementedError``. Markers in a function cell steer it: ``JUDGE_CRASH`` (exit without
-results), ``JUDGE_SLEEP=<seconds>`` (take that long). Each finished run appends the ``STUDENT=``
+results), ``JUDGE_SLEEP=<seconds>`` (take that long); ``$FAKE_JUDGE_NO_PNG`` leaves out
+``heatmap.png``. Each finished run appends the ``STUDENT=``
 marker of the submission to ``$FAKE_JUDGE_LOG`` when that is set.
 """
 
@@ -96,7 +99,8 @@ def write_exploration(config, folder):
     (folder / "report.json").write_text(json.dumps({"cells": cells}))
 
 
-TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==")
+TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJ"
+            "RU5ErkJggg==")
 
 
 def points():
@@ -158,6 +162,10 @@ def pytest_sessionfinish(session, exitstatus):
         np.savez(Path(artifacts) / "heatmap.npz", image=rng.normal(size=(3, 224, 224)).astype("float32"),
                  student=rng.random((224, 224)).astype("float32"),
                  reference=rng.random((224, 224)).astype("float32"))
+        if not os.environ.get("FAKE_JUDGE_NO_PNG"):  # a judge from before it drew its heatmap
+            import base64
+            (Path(artifacts) / "heatmap.png").write_bytes(base64.b64decode(TINY_PNG))
+            data["artifacts"]["heatmap_png"] = "heatmap.png"
         data["artifacts"]["heatmap"] = "heatmap.npz"
     if config.getoption("--results-json"):
         Path(config.getoption("--results-json")).write_text(json.dumps(data))
