@@ -13,11 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from gradcam_kit.contract import HIDDEN_CACHE_ENV
-from gradcam_kit import nbgrader_bridge as hidden
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
-from gradcam_kit.grading.batch import grade_course
 from fake_course import (  # noqa: F401  (fixtures)
     REPO_ROOT,
     fake_course,
@@ -28,6 +23,11 @@ from fake_course import (  # noqa: F401  (fixtures)
     runs,
     submit,
 )
+
+from gradcam_kit import nbgrader_bridge as hidden
+from gradcam_kit.contract import HIDDEN_CACHE_ENV
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
+from gradcam_kit.grading.batch import grade_course
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +169,8 @@ def test_nbgrader_autograde_and_gradcam_kit_grade_differ_only_where_a_visible_pa
     """
     import nbformat
 
-    from gradcam_kit.grading.samples import MUTATIONS, build_samples
+    from gradcam_kit.grading.sample_corpus import MUTATIONS
+    from gradcam_kit.grading.samples import build_samples
 
     monkeypatch.setenv("GRADCAM_WEIGHTS", "random")
     course = released_copy(tmp_path / "course")

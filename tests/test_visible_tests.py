@@ -1,7 +1,7 @@
 """The release's visible tests of Part 1 against the ways students write the seven functions.
 
 * Never stricter than the judge: the solution, every correct submission of
-  ``samples.VARIANTS`` and every correct style of ``styles.CORRECT`` pass the visible tests of
+  ``sample_corpus.VARIANTS`` and every correct style of ``styles.CORRECT`` pass the visible tests of
   the functions they write, and the judge gives each of them full marks.
 * Catching the typical bugs before submission: each bug of ``styles.BUGS`` is run through the
   visible test of its function; the share reported must reach 80% (the rate is printed, bug by
@@ -26,7 +26,7 @@ import nbformat
 import pytest
 
 from gradcam_kit.course import NOTEBOOK
-from gradcam_kit.grading import samples, styles
+from gradcam_kit.grading import sample_corpus, samples, styles
 from visible import FUNCTIONS, notebook_namespace, run_visible, visible_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def namespace(course, tp2_utils, release):
 def correct_styles() -> dict[str, dict[str, str]]:
     """Every correct style: name -> the function cells it writes."""
     found = {"solution": {}}
-    found.update({variant.name: dict(variant.cells) for variant in samples.VARIANTS})
+    found.update({variant.name: dict(variant.cells) for variant in sample_corpus.VARIANTS})
     found.update({style.name: dict(style.cells) for style in styles.CORRECT})
     return found
 

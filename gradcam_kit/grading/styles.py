@@ -7,7 +7,7 @@ measures the rate; the target is 80%). The judge must accept every style and rej
 
 Each :class:`Style` replaces whole function cells of the solution (by ``grade_id``): a style that
 needs a matching helper (``grad_cam`` reading what its own ``register_gradcam_hooks`` keeps, say)
-replaces both cells. The correct submissions of :data:`gradcam_kit.grading.samples.VARIANTS` are
+replaces both cells. The correct submissions of :data:`gradcam_kit.grading.sample_corpus.VARIANTS` are
 correct styles too; the visible-test check takes them from there.
 
 Each :class:`Bug` is one wrong function, in one of the families of mistakes that the issue lists
@@ -244,7 +244,7 @@ def show_grad_cam(image, model, layer, class_names):
     return fig
 '''),
 )
-"""Correct styles, beyond the solution and ``samples.VARIANTS``."""
+"""Correct styles, beyond the solution and ``sample_corpus.VARIANTS``."""
 
 
 # ----------------------------------------------------------------------------------------------
