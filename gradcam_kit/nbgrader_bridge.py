@@ -43,7 +43,7 @@ from typing import IO
 
 from gradcam_kit.contract import HIDDEN_CACHE_ENV, REFERENCE_CACHE_ENV, judge_timeout
 from gradcam_kit.course import CONFIG_FILE, NOTEBOOK
-from gradcam_kit.fsutil import write_atomically
+from gradcam_kit.fsutil import kill_group, write_atomically
 from gradcam_kit.judge_results import JudgeResults, JudgeResultsError
 
 __all__ = ["run_hidden_test", "locate_notebook", "judge_results"]
@@ -182,11 +182,19 @@ def _run_judge(root: Path, content: bytes) -> JudgeResults | str:
         env.setdefault(REFERENCE_CACHE_ENV, str(cache_dir() / "references"))
         command = [sys.executable, "-m", "autograder_tests", "--out", str(out), str(copy)]
         with open(work / "judge.log", "wb") as log:
+            judge = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            status: int | None
             try:
-                status = subprocess.run(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, timeout=timeout).returncode
+                status = judge.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                return f"the autograder did not finish within {timeout:g} s"
+                kill_group(judge)  # the judge leads its group: its worker and zygote go with it
+                status = None
+            except BaseException:  # the kernel was interrupted
+                kill_group(judge)
+                raise
+        if status is None:
+            return f"the autograder did not finish within {timeout:g} s"
         tail = (work / "judge.log").read_text(errors="replace")[-2000:]
         if status not in (0, 1):
             return f"the autograder failed (exit status {status}):\n{tail}"

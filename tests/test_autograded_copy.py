@@ -201,3 +201,11 @@ def test_the_real_worker_runs_the_exploration_cells_under_its_limits(tmp_path, m
     assert sum(t["points"] for t in kept["tests"].values()) == sum(
         t["points"] for t in read_json(real.grades_dir / "honest.json")["tests"].values())
     shutil.rmtree(tmp_path / "course", ignore_errors=True)
+
+
+def test_exploration_text_loses_escape_sequences_and_bidirectional_overrides():
+    """What a student's cell prints reaches the instructor's browser: no terminal escapes, no text
+    shown in another order than it reads (U+202E), no lone surrogate."""
+    from gradcam_kit.grading.exploration import safe_text
+
+    assert safe_text("grade: 0\u202e01\x1b[31m\r\nok\ud800\x85") == "grade: 001[31m\nok\ufffd"

@@ -43,16 +43,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-@pytest.fixture(params=["series", "single"])
-def judge_mode(request, fake_course) -> str:
-    """Both ways of running the judge: a series of notebooks per process, or one per process."""
-    if request.param == "single":
-        (fake_course.autograder_dir / "__main__.py").unlink()
-    return request.param
-
-
 # ---------------------------------------------------------------------------------------------
-def test_grade_writes_gradebook_csv_feedback_and_histogram(fake_course, judge_mode, judge_log):
+def test_grade_writes_gradebook_csv_feedback_and_histogram(fake_course, judge_log):
     submit(fake_course, "alice")
     submit(fake_course, "bob", bugs=("grad_cam",))
     submit(fake_course, "carol", answer=None)
@@ -203,7 +195,7 @@ def test_bad_input_is_reported_by_file_and_the_batch_goes_on(fake_course, capsys
     assert tree_hashes(fake_course.submitted_dir) == before
 
 
-def test_a_crashing_or_slow_judge_fails_one_student_only(fake_course, judge_mode):
+def test_a_crashing_or_slow_judge_fails_one_student_only(fake_course):
     submit(fake_course, "crash", marker="JUDGE_CRASH")
     submit(fake_course, "slow", marker="JUDGE_SLEEP=60")
     submit(fake_course, "alice")  # judged after the two others in a series: by a new process

@@ -232,9 +232,23 @@ def test_every_module_of_the_kit_is_part_of_the_judge_unless_declared_outside(tm
     monkeypatch.setattr(gradcam_kit, "__file__", str(package / "__init__.py"))
 
     engine = {path.relative_to(package).as_posix() for path in fingerprint.engine_files()}
-    assert engine == {"contract.py", "efficientnet.py", "grading/notebook.py", "worker/__init__.py",
-                      "worker/runtime.py", "host/session.py", "wire/frames.py"}
+    assert engine == {"contract.py", "efficientnet.py", "grading/notebook.py", "worker/runtime.py",
+                      "host/session.py", "wire/frames.py"}
 
     before = fingerprint._digest_files(fingerprint.engine_files(), package)
     (package / "worker" / "runtime.py").write_text("# changed\n")
     assert fingerprint._digest_files(fingerprint.engine_files(), package) != before
+
+
+def test_every_module_declared_outside_grading_exists():
+    """A module that moved or was renamed must not stay listed under its old name (its new one would
+    then count as the judge, and an edit of it would regrade the class)."""
+    from pathlib import Path
+
+    import gradcam_kit
+    from gradcam_kit.grading import fingerprint
+
+    package = Path(gradcam_kit.__file__).parent
+    assert sorted(name for name in fingerprint.OUTSIDE_GRADING if not (package / name).is_file()) == []
+    judged = {path.relative_to(package).as_posix() for path in fingerprint.engine_files()}
+    assert not {"grading/samples.py", "grading/sample_corpus.py", "grading/mutator.py", "grading/styles.py"} & judged

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 import nbformat
 from nbformat import NotebookNode
 
+from gradcam_kit.grading.safe_text import without_controls
+
 if TYPE_CHECKING:
     from gradcam_kit.host.session import WorkerSession
 
@@ -52,7 +54,6 @@ LIMIT_FAILURES = frozenset({"timeout", "cpu", "memory", "output", "processes", "
 """Failures that mean the cell hit one of the worker's limits (or took the worker down)."""
 Status = Literal["ran", "failed", "limit", "not run"]
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,10 +146,9 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
 # ---------------------------------------------------------------------------------------------
 def safe_text(value: Any, limit: int = MAX_TEXT_CHARS) -> str:
     """``value`` as text that is safe to store and show: valid UTF-8, no control characters but
-    tabs and newlines, at most ``limit`` characters."""
+    tabs and newlines (no escape sequences, no bidirectional overrides), at most ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n"))
+    text = without_controls(text.replace("\r\n", "\n"))
     return text if len(text) <= limit else text[:limit] + "\n[output cut]\n"
 
 

@@ -44,8 +44,14 @@ OUTSIDE_GRADING = frozenset({
     "grading/judge_launch.py", "grading/judge_runner.py", "grading/status_reader.py", "grading/recorder.py",
     "grading/recording.py", "grading/recording_steps.py", "grading/grades_csv.py", "grading/gradebook.py",
     "grading/reports.py",
-    # the exploration cells (for formgrader) and the sample submissions
-    "grading/exploration.py", "grading/exploration_runtime.py", "grading/samples.py",
+    "grading/interrupts.py",
+    # the exploration cells (for formgrader: they earn no points), in the grader and in the worker
+    "grading/exploration.py", "worker/exploration.py",
+    # the kit's tests of the judge: sample submissions, students' styles, the mutator
+    "grading/samples.py", "grading/sample_corpus.py", "grading/styles.py", "grading/mutator.py",
+    "grading/mutation_operators.py", "grading/mutant_verdicts.py", "grading/judge_runs.py",
+    # packages' docstrings
+    "host/__init__.py", "worker/__init__.py", "wire/__init__.py",
 })
 """Modules of the ``gradcam_kit`` package (by their path in it) that take no part in deciding a
 grade: the commands around grading, nbgrader's routes, the batch that plans, runs and records the

@@ -1,10 +1,9 @@
 """How ``gradcam-kit grade`` starts the judge: its command lines, its environment, its processes.
 
-The judge is ``autograder_tests/`` in the course. It grades one notebook per ``pytest`` session
-(:func:`judge_command`) or, with ``autograder_tests/__main__.py`` (:data:`SERIES_ENTRY`), a series
-of notebooks in one process (:func:`series_command`): each notebook gets its own pytest session and
-its own fresh sandboxed worker, while the judge's imports and reference computations are shared.
-After each notebook a series judge writes a status record on a pipe of its own
+The judge is ``autograder_tests/`` in the course. It grades a series of notebooks in one process
+(``python -m autograder_tests``, :func:`series_command`): each notebook gets its own pytest session
+and its own fresh sandboxed worker, while the judge's imports and reference computations are
+shared. After each notebook the judge writes a status record on a pipe of its own
 (:mod:`gradcam_kit.grading.judge_status`); its output, which carries students' text, is a log.
 
 Every judge runs in the course folder, in its own process group (so that :func:`kill_group` ends
@@ -23,25 +22,19 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from gradcam_kit.contract import ISOLATION_ENV, REFERENCE_CACHE_ENV
-from gradcam_kit.course import Course
 from gradcam_kit.fsutil import kill_group
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION
 from gradcam_kit.grading.planning import Submission
 from gradcam_kit.grading.resources import THREAD_VARIABLES
 
 __all__ = [
-    "SERIES_ENTRY",
     "JudgeProcesses",
     "JudgedSubmission",
     "copy_log",
-    "judge_command",
     "judge_environment",
     "prepare_command",
     "series_command",
 ]
-
-SERIES_ENTRY = "__main__.py"
-"""The file of ``autograder_tests/`` that makes it a series judge (``python -m autograder_tests``)."""
 
 
 @dataclass
@@ -117,19 +110,6 @@ def _launch(arguments: list[str]) -> list[str]:
     if sys.platform.startswith("linux"):
         return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *arguments]
     return [sys.executable, *arguments]
-
-
-def judge_command(course: Course, run: JudgedSubmission, exploration: bool = False) -> list[str]:
-    """The judge's command line for one notebook (see ``docs/design.md``); ``exploration``: also run
-    the exploration cells, for formgrader."""
-    return _launch([
-        "-m", "pytest", str(course.autograder_dir),
-        "--submission", str(run.notebook),
-        "--results-json", str(run.results_path),
-        "--artifacts", str(run.artifacts),
-        "-q", "-p", "no:cacheprovider",
-        *(["--exploration"] if exploration else []),
-    ])
 
 
 def series_command(runs: Sequence[JudgedSubmission], status_fd: int, exploration: bool = False) -> list[str]:

@@ -28,11 +28,9 @@ from gradcam_kit.contract import REFERENCE_CACHE_ENV
 from gradcam_kit.course import Course
 from gradcam_kit.fsutil import kill_group, process_alive
 from gradcam_kit.grading.judge_launch import (
-    SERIES_ENTRY,
     JudgedSubmission,
     JudgeProcesses,
     copy_log,
-    judge_command,
     judge_environment,
     prepare_command,
     series_command,
@@ -76,8 +74,6 @@ class JudgeRunner:
         self.timeout = timeout
         self.exploration = exploration
         self.processes = JudgeProcesses(course.root, judge_environment(threads, reference_cache, isolation))
-        self.series = (course.autograder_dir / SERIES_ENTRY).is_file()
-        """Whether the judge grades series of notebooks in one process."""
         self._preparing: threading.Thread | None = None
         self.preparation_problem: str | None = None
         """Why the reference values could not be prepared ahead (``None``: they were, or not tried)."""
@@ -98,7 +94,7 @@ class JudgeRunner:
         """
         if not todo:
             return
-        size = series_length(len(todo), workers) if self.series else 1
+        size = series_length(len(todo), workers)
         pending: queue.Queue[list[Submission]] = queue.Queue()
         for index in range(0, len(todo), size):
             pending.put(list(todo[index:index + size]))
@@ -142,8 +138,7 @@ class JudgeRunner:
             folder = self.work / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
                 folder.mkdir(parents=True)
-                rest = self._judge_series(batch, folder, hand_over) if self.series else \
-                    self._judge_one(batch[0], folder, hand_over)
+                rest = self._judge_series(batch, folder, hand_over)
             except Exception as error:  # a fault of the grader itself: fail the series, not the batch
                 for submission in batch:
                     if submission.student not in done:
@@ -154,25 +149,6 @@ class JudgeRunner:
                 pending.put(rest)
 
     # -- one judge process ------------------------------------------------------------------
-    def _judge_one(self, submission: Submission, folder: Path, emit: Emit) -> list[Submission]:
-        """``pytest autograder_tests`` on one notebook."""
-        run = JudgedSubmission.planned(submission, folder)
-        started = time.monotonic()
-        with open(run.log, "wb") as log:
-            process = self.processes.start(judge_command(self.course, run, self.exploration), log)
-            if process is None:
-                emit(run.finish(None, 0.0, "not started: the grading was interrupted"))
-                return []
-            try:
-                returncode, error = process.wait(timeout=self.timeout), None
-            except subprocess.TimeoutExpired:
-                kill_group(process)
-                returncode, error = None, f"the judge did not finish within {self.timeout:g} s and was stopped"
-            finally:
-                self.processes.forget(process)
-        emit(run.finish(returncode, time.monotonic() - started, error))
-        return []
-
     def _judge_series(self, batch: Sequence[Submission], folder: Path, emit: Emit) -> list[Submission]:
         """``python -m autograder_tests`` on a series of notebooks; returns those to judge again.
 
@@ -249,8 +225,6 @@ class JudgeRunner:
         ``--prepare`` (an older ``autograder_tests/``) always does; :attr:`preparation_problem`
         then says why.
         """
-        if not self.series:
-            return
         cache = Path(self.env[REFERENCE_CACHE_ENV])
         cache.mkdir(parents=True, exist_ok=True)
         log = tempfile.TemporaryFile()

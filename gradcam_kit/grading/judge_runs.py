@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 from gradcam_kit.contract import WEIGHTS_ENV
 from gradcam_kit.course import Course
+from gradcam_kit.fsutil import kill_group
 from gradcam_kit.grading.judge_status import STATUS_FD_OPTION, JudgeStatus
 from gradcam_kit.judge_results import JudgeResults
 
@@ -96,14 +97,14 @@ def run_judges(course: Course, notebooks: Sequence[Path], out: Path, cache: Path
         status = open(out / f"judge-{index}.status", "w+b")
         command = [*judge, STATUS_FD_OPTION, str(status.fileno()), "--out", str(out), *map(str, share)]
         running.append((subprocess.Popen(command, cwd=course.root, env=environment, stdout=log,
-                                         stderr=subprocess.STDOUT, text=True, pass_fds=(status.fileno(),)),
+                                         stderr=subprocess.STDOUT, text=True, pass_fds=(status.fileno(),),
+                                         start_new_session=True),
                         log, status))
     for process, log, status in running:
         try:
             run.ok &= process.wait(timeout=timeout) == 0
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            kill_group(process)  # the judge leads its group: its worker and zygote go with it
             run.ok = False
         log.seek(0)
         run.log += log.read()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["REPLACEMENT", "encodable", "shown", "shown_line"]
+__all__ = ["REPLACEMENT", "encodable", "shown", "shown_line", "without_controls"]
 
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -44,6 +44,12 @@ def encodable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(encodable(item) for item in value)
     return value
+
+
+def without_controls(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD and the control characters of :func:`shown`
+    (all but newlines and tabs) removed rather than escaped: for a program's output, kept as text."""
+    return _CONTROL.sub("", _SURROGATE.sub(REPLACEMENT, text))
 
 
 def shown(text: Any, limit: int = 2000) -> str:

@@ -27,7 +27,6 @@ merely zero. Explain any class but ``D``.
 
 from __future__ import annotations
 
-import sys
 from types import ModuleType
 
 from gradcam_kit.wire.frames import ModelSpec
@@ -41,7 +40,6 @@ __all__ = [
     "HEADS",
     "build_model",
     "contrast_head",
-    "default_helpers",
 ]
 
 ARCHITECTURES = ("densenet121", "resnet18", "efficientnet_lite0")
@@ -52,16 +50,6 @@ CONTRAST_DOMINANT_CLASS = 0
 CONTRAST_MARGIN = 12.0
 CONTRAST_DOMINANT_GAIN = 4.0
 CONTRAST_SEED = 20240607
-
-
-def default_helpers() -> ModuleType:
-    """The course's helper module: the imported ``tp2_utils`` if any, else the enclosing course's."""
-    loaded = sys.modules.get("tp2_utils")
-    if loaded is not None and hasattr(loaded, "load_model"):
-        return loaded
-    from gradcam_kit.course import Course
-
-    return Course.locate().tp2_utils
 
 
 def contrast_head(in_features: int = 1024, num_classes: int = 1000):
@@ -105,8 +93,9 @@ def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
     spec : ModelSpec
         Architecture, weights and head.
     helpers : module, optional
-        The course's ``tp2_utils`` (default: :func:`default_helpers`). The worker passes its own
-        private copy, which the student's code never sees.
+        The course's ``tp2_utils``, which builds the torchvision models (EfficientNet-Lite0 needs
+        none). The worker passes its own private copy, which the student's code never sees; the
+        judge passes the course's.
 
     Returns
     -------
@@ -116,7 +105,8 @@ def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
     Raises
     ------
     ValueError
-        For an unknown architecture or head, or the contrast head on another model than DenseNet-121.
+        For an unknown architecture or head, the contrast head on another model than DenseNet-121,
+        or a torchvision model without ``helpers``.
     """
     if spec.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {spec.arch!r}; choose one of {ARCHITECTURES}")
@@ -124,8 +114,10 @@ def build_model(spec: ModelSpec, helpers: ModuleType | None = None):
         raise ValueError(f"unknown head {spec.head!r}; choose one of {HEADS}")
     if spec.arch == "efficientnet_lite0":
         model = _load_efficientnet()
+    elif helpers is None:
+        raise ValueError(f"building {spec.arch} needs the course's helper module (tp2_utils)")
     else:
-        model = (helpers or default_helpers()).load_model(spec.arch, weights=spec.weights)
+        model = helpers.load_model(spec.arch, weights=spec.weights)
     if spec.head == "contrast":
         if spec.arch != "densenet121":
             raise ValueError("the contrast head is defined for densenet121 only")
