@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grading import clear_grades, make_course  # noqa: E402  (benchmarks/grading.py)
+from grading import clear_grades, make_course
 
-from gradcam_kit.course import ASSIGNMENT, NOTEBOOK  # noqa: E402
-from gradcam_kit.grading.batch import grade_course  # noqa: E402
+from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
+from gradcam_kit.grading.batch import grade_course
 
 
 def measure(course, workers: int, exploration: bool) -> tuple[float, float]:

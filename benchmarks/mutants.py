@@ -35,11 +35,11 @@ import nbformat
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
-from gradcam_kit.course import Course  # noqa: E402
-from gradcam_kit.grading import mutant_verdicts, mutator  # noqa: E402
-from gradcam_kit.grading.judge_runs import failed_tests, run_judges  # noqa: E402
-from gradcam_kit.contract import GRADED_FUNCTIONS  # noqa: E402
-from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells  # noqa: E402
+from gradcam_kit.course import Course
+from gradcam_kit.grading import mutant_verdicts, mutator
+from gradcam_kit.grading.judge_runs import failed_tests, run_judges
+from gradcam_kit.contract import GRADED_FUNCTIONS
+from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells
 
 
 def all_mutants(course: Course) -> tuple[list[mutator.Mutant], nbformat.NotebookNode]:

@@ -36,12 +36,12 @@ from typing import Callable
 
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
-import torch  # noqa: E402
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from gradcam_kit.course import Course  # noqa: E402
+from gradcam_kit.course import Course
 
 N_IMAGES = 8
 SIZE = (224, 224)

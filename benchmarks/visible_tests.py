@@ -35,13 +35,13 @@ from pathlib import Path
 
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
-import nbformat  # noqa: E402
+import nbformat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from gradcam_kit.course import NOTEBOOK, Course  # noqa: E402
-from gradcam_kit.grading.samples import solution_sources  # noqa: E402
+from gradcam_kit.course import NOTEBOOK, Course
+from gradcam_kit.grading.samples import solution_sources
 
 FUNCTIONS = ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize", "grad_cam",
              "top_and_least", "show_grad_cam")

@@ -14,7 +14,7 @@ import torch
 
 os.environ.setdefault("GRADCAM_WEIGHTS", "random")
 
-from gradcam_kit.course import Course  # noqa: E402
+from gradcam_kit.course import Course
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

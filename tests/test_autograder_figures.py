@@ -17,18 +17,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder_tests import _figures  # noqa: E402
-from gradcam_kit.worker.describe import Describer  # noqa: E402
-from gradcam_kit.worker.images import FIGURE_GRID, downsample_image  # noqa: E402
+from autograder_tests import _figures
+from gradcam_kit.worker.describe import Describer
+from gradcam_kit.worker.images import FIGURE_GRID, downsample_image
 
 SIZE = 224
 

@@ -23,8 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the judge is a package at the course root
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder_tests import _check_figure, _check_grad_cam, _check_hooks, _check_steps  # noqa: E402
-from autograder_tests._reference import (  # noqa: E402
+from autograder_tests import _check_figure, _check_grad_cam, _check_hooks, _check_steps
+from autograder_tests._reference import (
     CATS,
     CONVENTIONS,
     DENSENET,

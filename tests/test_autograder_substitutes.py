@@ -23,17 +23,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from autograder_tests import _judge, _substitutes  # noqa: E402
-from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References  # noqa: E402
-from gradcam_kit import contract  # noqa: E402
-from gradcam_kit.grading.feedback import CheckFailure  # noqa: E402
-from gradcam_kit.host.outcomes import Outcome  # noqa: E402
+from autograder_tests import _judge, _substitutes
+from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References
+from gradcam_kit import contract
+from gradcam_kit.grading.feedback import CheckFailure
+from gradcam_kit.host.outcomes import Outcome
 
 
 def compiled(name: str):
     """The substitute for ``name``, compiled in a private namespace as the worker does."""
     namespace = {"__builtins__": builtins, "__name__": "_grader_substitutes", "torch": torch, "F": F}
-    exec(compile(_substitutes.SOURCES[name], f"<grader's {name}>", "exec"), namespace)  # noqa: S102
+    exec(compile(_substitutes.SOURCES[name], f"<grader's {name}>", "exec"), namespace)
     return namespace[name]
 
 

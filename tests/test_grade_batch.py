@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fake_course import (  # noqa: F401  (fixtures)
+from fake_course import (
     fake_course,
     fake_course_template,
     gradebook_scores,

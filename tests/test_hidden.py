@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fake_course import (  # noqa: F401  (fixtures)
+from fake_course import (
     REPO_ROOT,
     fake_course,
     fake_course_template,

@@ -26,7 +26,7 @@ from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.gradebook import NbgraderSettings
 from gradcam_kit.release import generate_release
-from fake_course import (  # noqa: F401  (fixtures)
+from fake_course import (
     REPO_ROOT,
     fake_course,
     fake_course_template,

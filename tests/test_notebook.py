@@ -29,13 +29,13 @@ import matplotlib
 
 matplotlib.use("agg")
 
-import matplotlib.figure  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import nbformat  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import matplotlib.figure
+import matplotlib.pyplot as plt
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
 FUNCTIONS = {
     # name: the parameters of its signature, with their defaults
@@ -463,7 +463,7 @@ def test_restart_and_run_all_passes_when_the_optional_parts_are_skipped(course, 
 
 
 def test_a_figure_returned_as_the_last_expression_is_shown_once(course, tmp_path):
-    keep = lambda grade_id, cell: grade_id.startswith("setup_") or grade_id in FUNCTIONS  # noqa: E731
+    keep = lambda grade_id, cell: grade_id.startswith("setup_") or grade_id in FUNCTIONS
     notebook = release_with_solutions(course, keep)
     notebook.cells.append(nbformat.v4.new_code_cell(
         "show_grad_cam(tp2_utils.load_batch(image_paths[:1], device=device), model, model.features, class_names)"))
@@ -480,7 +480,7 @@ def test_a_figure_returned_as_the_last_expression_is_shown_once(course, tmp_path
 def test_offline_with_the_default_weights_the_setup_stops_with_one_short_message(course, tmp_path):
     """No network and no cached ImageNet weights: the setup cell that builds the model says, in a few lines,
     what to do (choose_weights), instead of a long chained traceback; the images are defined before it."""
-    keep = lambda grade_id, cell: grade_id.startswith("setup_")  # noqa: E731
+    keep = lambda grade_id, cell: grade_id.startswith("setup_")
     notebook = release_with_solutions(course, keep)
     notebook = execute(notebook, tmp_path, course, GRADCAM_WEIGHTS="imagenet", TORCH_HOME=str(tmp_path / "torch"),
                        https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")

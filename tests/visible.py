@@ -21,8 +21,8 @@ import matplotlib
 
 matplotlib.use("agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nbformat  # noqa: E402
+import matplotlib.pyplot as plt
+import nbformat
 
 FUNCTIONS = ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize", "grad_cam",
              "top_and_least", "show_grad_cam")
