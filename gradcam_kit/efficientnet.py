@@ -41,7 +41,6 @@ from torch import Tensor, nn
 __all__ = [
     "CLASSES",
     "GRADCAM_LAYER",
-    "IMAGE_SIZE",
     "EfficientNetLite0",
     "LiteInputAdapter",
     "load_efficientnet_lite0",
@@ -51,7 +50,6 @@ __all__ = [
 MODEL_NAME = "efficientnet-lite0"
 GRADCAM_LAYER = "head_activation"
 """Dotted name, in :class:`EfficientNetLite0`, of the layer to use for Grad-CAM: (N, 1280, 7, 7)."""
-IMAGE_SIZE = 224
 CLASSES = 1000
 
 # The preprocessing of tp2_utils (kept equal to it by the tests) and the one of EfficientNet-Lite.

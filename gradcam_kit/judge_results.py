@@ -35,7 +35,7 @@ from gradcam_kit.grading.safe_text import encodable
 
 __all__ = ["OUTCOMES", "JudgeResults", "JudgeResultsError", "TestResult"]
 
-Outcome = Literal["passed", "failed", "error"]
+TestOutcome = Literal["passed", "failed", "error"]
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "error")
 """``passed`` and ``failed``: the student's verdict; ``error``: the grader failed on that test
 (the student is then not graded, never charged for it)."""
@@ -65,7 +65,7 @@ class TestResult:
 
     __test__ = False  # pytest: not a test class
 
-    outcome: Outcome
+    outcome: TestOutcome
     points: float
     max_points: float
     feedback: str = ""
@@ -96,7 +96,7 @@ class TestResult:
             raise JudgeResultsError(f"{where}the judge gave {points:g} of {possible:g} points for {name}")
         feedback = value.get("feedback")
         grader_error = value.get("grader_error")
-        return cls(cast(Outcome, outcome), points, possible, "" if feedback is None else str(feedback),
+        return cls(cast(TestOutcome, outcome), points, possible, "" if feedback is None else str(feedback),
                    None if grader_error is None else str(grader_error))
 
 

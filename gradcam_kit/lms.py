@@ -32,11 +32,8 @@ from typing import Optional
 from nbgrader.plugins import FileNameCollectorPlugin
 from traitlets import Unicode
 
-__all__ = ["MOODLE_REGEXP", "RosterCollector", "RosterError", "read_roster"]
+__all__ = ["RosterCollector", "RosterError", "read_roster"]
 
-MOODLE_REGEXP = (r".*/(?P<lms_name>[^/]+?)_(?P<student_id>\d+)_assignsubmission_file_/?"
-                 r"(?P<file_id>[^/]+\.ipynb)$")
-"""A Moodle download, with or without one folder per submission (``lms_name``: the student's name)."""
 _PARTICIPANT = re.compile(r"^participant\s*", re.IGNORECASE)
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 

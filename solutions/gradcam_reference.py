@@ -70,7 +70,7 @@ from gradcam_kit.contract import CONVENTIONS as _CONVENTIONS
 
 __all__ = [
     "CONVENTIONS",
-    "Convention",
+    "ConventionName",
     "GradCAMParts",
     "grad_cam",
     "grad_cam_parts",
@@ -78,7 +78,7 @@ __all__ = [
     "resolve_layer",
 ]
 
-Convention = Literal["post_relu", "pre_relu", "mixed"]
+ConventionName = Literal["pre_relu", "post_relu", "mixed"]
 CONVENTIONS: tuple[str, ...] = tuple(_CONVENTIONS)
 """The conventions' names (``gradcam_kit.contract.CONVENTIONS``)."""
 
@@ -110,7 +110,7 @@ def grad_cam(
     targets: int | Tensor | Sequence[Sequence[int]],
     layer: nn.Module | str,
     *,
-    convention: Convention = "post_relu",
+    convention: ConventionName = "post_relu",
     size: tuple[int, int] | None = None,
 ) -> Tensor:
     """Grad-CAM maps of several classes per image, from a single forward pass.
@@ -169,7 +169,7 @@ def grad_cam_parts(
     targets: int | Tensor | Sequence[Sequence[int]],
     layer: nn.Module | str,
     *,
-    convention: Convention = "post_relu",
+    convention: ConventionName = "post_relu",
 ) -> GradCAMParts:
     """Activations ``A``, channel weights ``alpha`` and class scores, from one forward pass.
 

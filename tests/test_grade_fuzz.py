@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from gradcam_kit.course import NOTEBOOK, Course, GradesFolder
 from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
-from gradcam_kit.grading.judge_launch import JudgedSubmission as JudgeRun
+from gradcam_kit.grading.judge_launch import JudgedSubmission
 from gradcam_kit.grading.planning import Problem, Submission, inspect_submission
-from gradcam_kit.grading.recorder import StudentRecorder as Recorder
+from gradcam_kit.grading.recorder import StudentRecorder
 from gradcam_kit.grading.recorder import column_order, read_notebook
-from gradcam_kit.grading.recording import NotGraded as StudentFailure
+from gradcam_kit.grading.recording import NotGraded
 
 # strings a student controls: any code point, lone surrogates and control characters included
 ODD_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
@@ -46,7 +46,7 @@ def recorder_course(tmp_path_factory):
     with GradebookWriter(settings_) as writer:
         expected = writer.check_assignment()
         folder = GradesFolder(course.grades_dir)
-        recorder = Recorder(course, folder, settings_, writer, expected, column_order(course, expected),
+        recorder = StudentRecorder(course, folder, settings_, writer, expected, column_order(course, expected),
                             folder.csv, read_notebook(course.release_dir / NOTEBOOK))
         yield course, recorder
 
@@ -129,7 +129,7 @@ def test_recording_a_student_never_raises_anything_else(recorder_course, tmp_pat
     path.write_bytes(content)
     (path.parent / "timestamp.txt").write_bytes(timestamp)
     work = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example (the function's tmp_path is shared)
-    run = JudgeRun(Submission(student, path, content), work / f"{student}.ipynb", work / "out" / f"{student}.json",
+    run = JudgedSubmission(Submission(student, path, content), work / f"{student}.ipynb", work / "out" / f"{student}.json",
                    work / "out" / student, work / "logs" / f"{student}.log")
     run.notebook.parent.mkdir(parents=True, exist_ok=True)
     run.notebook.write_bytes(content)
@@ -139,7 +139,7 @@ def test_recording_a_student_never_raises_anything_else(recorder_course, tmp_pat
     judge_results(run.results_path, feedback, note)
     try:
         kept = recorder.record(run.finish(1, 1.0))
-    except StudentFailure as failure:
+    except NotGraded as failure:
         str(failure).encode("utf-8")
         return
     for written in (recorder.folder.marker(student), recorder.folder.feedback(student), recorder.csv_path,

@@ -513,7 +513,7 @@ def nbgrader(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProc
 
 
 def test_nbgrader_validate_passes_on_the_source_notebook(course, image_paths):
-    """Runs the whole source notebook, hidden tests (gradcam_kit.hidden) included, offline."""
+    """Runs the whole source notebook, hidden tests (gradcam_kit.nbgrader_bridge) included, offline."""
     result = nbgrader(["validate", str(course.source_notebook)], cwd=course.root)
     assert result.returncode == 0, result.stdout[-5000:]
     assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout[-5000:]

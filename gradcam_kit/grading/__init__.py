@@ -1,1 +1,1 @@
-"""The grading engine: reading submissions, the sandboxed worker and its host, the batch (see docs/design.md)."""
+"""The grading engine around the judge: reading submissions, the batch, reports and gradebook, the sample corpus."""

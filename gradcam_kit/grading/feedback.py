@@ -40,7 +40,7 @@ feedback gives it (:data:`gradcam_kit.contract.CONVENTIONS`)."""
 class CheckFailure(Exception):
     """A check of the judge found the student's code wrong; ``str(self)`` is the feedback, in their
     terms. The test fails and the student loses its points (not to be confused with a student who
-    cannot be graded at all, ``gradcam_kit.grading.batch``'s ``StudentFailure``)."""
+    cannot be graded at all, ``gradcam_kit.grading.recording.NotGraded``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message.strip())

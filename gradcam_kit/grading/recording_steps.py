@@ -144,7 +144,7 @@ def take_heatmap(recorder: StudentRecorder, record: StudentRecord) -> None:
         else:
             raise FileNotFoundError(f"the judge left no {picture.name if picture else 'heatmap picture'}")
     except Exception as error:
-        record.notes.append(f"the heatmap could not be drawn ({type(error).__name__}: {error})")
+        record.notes.append(f"the heatmap could not be shown ({type(error).__name__}: {error})")
         return
     record.heatmap = png
     try:

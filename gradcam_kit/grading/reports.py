@@ -37,7 +37,6 @@ __all__ = [
     "text_table",
     "total",
     "write_atomically",
-    "write_csv",
     "write_histogram",
 ]
 
@@ -98,14 +97,6 @@ def csv_text(results: Mapping[str, Results], tests: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(path: Path, results: Mapping[str, Results], tests: Sequence[str]) -> None:
-    """Write :func:`csv_text` to ``path``."""
-    write_atomically(path, csv_text(results, tests))
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures (matplotlib's object API: no pyplot state, no display needed)
-# ---------------------------------------------------------------------------------------------
 def _png(figure) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
