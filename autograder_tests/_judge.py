@@ -36,15 +36,15 @@ from gradcam_kit.grading.reports import comparison_png
 from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.session import WorkerSession
+from gradcam_kit.wire.failures import RETRIED_FAILURES, Failure
 
 from ._reference import Case, References
 from ._substitutes import SOURCES
 
-RETRIED_FAILURES = frozenset({"killed", "lost", "crash", "grader"})
-"""Failures of the worker itself, not of a Python exception in the student's code: a call that
-ends so is made once more (on a fresh worker), so that a worker killed from outside (the
-machine's out-of-memory killer, an operator) does not cost the student a test. Code that kills
-its worker kills the second one too. Timeouts and memory limits are not retried."""
+# A call that ends with one of RETRIED_FAILURES (the worker itself failed, not a Python exception in
+# the student's code) is made once more on a fresh worker, so that a worker killed from outside (the
+# machine's out-of-memory killer, an operator) does not cost the student a test. Code that kills its
+# worker kills the second one too. Timeouts and memory limits are not retried.
 
 SUBSTITUTED_ERROR = "(the error of a call made with the grader's own helpers is not shown)"
 """What :meth:`Judge.call` keeps of the error of a call with substitutes."""
@@ -118,7 +118,7 @@ class Judge:
         """Raise the student's reason why ``name`` cannot be called, if any (a :class:`GraderFault`
         when the reason is the grader's)."""
         load = self.load
-        if load.failure == "grader":
+        if load.failure == Failure.GRADER:
             raise GraderFault(load.fatal or "the worker could not be started")
         if load.fatal:
             raise CheckFailure(load.fatal)
@@ -153,7 +153,7 @@ class Judge:
 
     def defined(self, name: str) -> bool:
         """Whether the student's ``name`` can be called."""
-        if self.load.failure == "grader":
+        if self.load.failure == Failure.GRADER:
             raise GraderFault(self.load.fatal or "the worker could not be started")
         return not self.load.fatal and bool(self.load.defined.get(name, False))
 
@@ -180,7 +180,7 @@ class Judge:
             detail = "" if quiet else f": {shown_line(outcome.error, 600)}"
             print(f"[judge] the worker failed ({outcome.failure}{detail}); trying the call once more")
             outcome = run()
-        if not outcome.ok and outcome.failure == "grader":
+        if not outcome.ok and outcome.failure == Failure.GRADER:
             raise GraderFault(outcome.error or "the worker failed")
         return outcome
 

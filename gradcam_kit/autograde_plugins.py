@@ -34,11 +34,11 @@ from nbgrader.preprocessors import ClearHiddenTests, OverwriteCells
 from traitlets import List
 
 from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV
+from gradcam_kit.course import Course, GradesFolder
 
 __all__ = ["ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-GRADES_FOLDER = "grades"
 MAX_NAMES = 10
 
 
@@ -80,7 +80,8 @@ class OverwriteLockedCells(OverwriteCells):
 # ---------------------------------------------------------------------------------------------
 def kit_graded_students(course_root: Path, students: list[str]) -> list[str]:
     """Those of ``students`` whose grades ``gradcam-kit grade`` recorded (``grades/<student>.json``)."""
-    return [student for student in students if (course_root / GRADES_FOLDER / f"{student}.json").is_file()]
+    folder = GradesFolder(Course(course_root).grades_dir)
+    return [student for student in students if folder.marker(student).is_file()]
 
 
 class KitGradesGuard(NotebookExporter):

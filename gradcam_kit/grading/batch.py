@@ -80,7 +80,7 @@ def grade_course(
     csv_path : str or Path, optional
         Where to write the CSV (default: ``grades/TP2_GradCAM.csv``).
     timeout : float, optional
-        Seconds per judge (default: ``$GRADCAM_JUDGE_TIMEOUT`` or 900).
+        Seconds per judge (default: :func:`gradcam_kit.contract.judge_timeout`).
     out : TextIO, optional
         Where the summary goes (default: standard output); the progress bar uses standard error.
     show_paths : bool

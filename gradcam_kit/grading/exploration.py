@@ -36,6 +36,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from gradcam_kit.grading.safe_text import without_controls
+from gradcam_kit.wire.failures import LIMIT_FAILURES
 
 if TYPE_CHECKING:
     from gradcam_kit.host.session import WorkerSession
@@ -50,8 +51,6 @@ MAX_PNG_BYTES = 2 * 2**20
 MAX_SIDE = 4096
 MAX_TEXT_CHARS = 20_000
 MAX_OUTPUTS = 64
-LIMIT_FAILURES = frozenset({"timeout", "cpu", "memory", "output", "processes", "crash", "killed", "lost", "result"})
-"""Failures that mean the cell hit one of the worker's limits (or took the worker down)."""
 Status = Literal["ran", "failed", "limit", "not run"]
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 

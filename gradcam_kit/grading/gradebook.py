@@ -30,6 +30,7 @@ from nbformat import NotebookNode
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from gradcam_kit.contract import TEST_PREFIX
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.fsutil import write_atomically
@@ -37,7 +38,6 @@ from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.judge_results import JudgeResults
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
-TEST_PREFIX = "test_"
 NO_RESPONSE = "No response."
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from gradcam_kit.contract import test_name
 from gradcam_kit.grading.mutator import Mutant
 
 __all__ = ["EQUIVALENT", "VERDICTS", "judged"]
@@ -113,7 +114,7 @@ VERDICTS = {
 def judged(mutant: Mutant, failed: Iterable[str]) -> str:
     """The verdict (a key of :data:`VERDICTS`) for ``mutant``, whose grading failed the tests ``failed``."""
     failed = set(failed)
-    own = f"test_{mutant.function}"
+    own = test_name(mutant.function)
     if mutant.key in EQUIVALENT:
         return "equivalent" if not failed else "not equivalent"
     if not failed:

@@ -14,13 +14,14 @@ import os
 import time
 from pathlib import Path
 
+from gradcam_kit.contract import DEFAULT_JUDGE_TIMEOUT
 from gradcam_kit.fsutil import process_alive
 
 PREPARING = ".preparing"
 POLL_SECONDS = 0.1
 
 
-def wait_for_preparation(folder: Path, timeout: float = 900.0) -> None:
+def wait_for_preparation(folder: Path, timeout: float = DEFAULT_JUDGE_TIMEOUT) -> None:
     """Return once nobody is filling ``folder``: no :data:`PREPARING` file, or its process is gone,
     or ``timeout`` seconds have passed."""
     marker = Path(folder) / PREPARING

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from gradcam_kit.contract import test_name
+
 __all__ = ["MUTATIONS", "REWRITES", "VARIANTS", "Mutation", "Rewrite", "Variant"]
 
 
@@ -60,7 +62,7 @@ class Variant:
 
 
 def _fails(*names: str) -> frozenset[str]:
-    return frozenset(f"test_{name}" for name in names)
+    return frozenset(map(test_name, names))
 
 
 _FULL_BACKWARD_HOOK = (

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import nbformat
 from nbformat import NotebookNode
 
-from gradcam_kit.contract import GRADED_FUNCTIONS
+from gradcam_kit.contract import GRADED_FUNCTIONS, test_name
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
 from gradcam_kit.grading.sample_corpus import MUTATIONS, REWRITES, VARIANTS, Mutation
@@ -40,7 +40,7 @@ __all__ = [
     "write_samples",
 ]
 
-ALL_TESTS: frozenset[str] = frozenset(f"test_{name}" for name in GRADED_FUNCTIONS)
+ALL_TESTS: frozenset[str] = frozenset(map(test_name, GRADED_FUNCTIONS))
 """The hidden tests, one per graded function."""
 
 _MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MULTILINE)

@@ -9,7 +9,7 @@ from typing import Any
 
 from gradcam_kit.wire.frames import ProtocolError, record_of, require, text_of
 
-__all__ = ["Failure", "StudentError"]
+__all__ = ["LIMIT_FAILURES", "RETRIED_FAILURES", "Failure", "StudentError"]
 
 
 class Failure(StrEnum):
@@ -47,6 +47,16 @@ class Failure(StrEnum):
             return cls(value)
         except ValueError:
             raise ProtocolError(f"malformed message: unknown failure {value!r}") from None
+
+
+LIMIT_FAILURES = frozenset({Failure.TIMEOUT, Failure.CPU, Failure.MEMORY, Failure.OUTPUT, Failure.PROCESSES,
+                            Failure.CRASH, Failure.KILLED, Failure.LOST, Failure.RESULT})
+"""Failures that mean the code hit one of the worker's limits (or took the worker down)."""
+
+RETRIED_FAILURES = frozenset({Failure.KILLED, Failure.LOST, Failure.CRASH, Failure.GRADER})
+"""Failures of the worker itself, not of a Python exception in the student's code: the judge makes
+such a call once more, on a fresh worker, before it believes them (timeouts and memory limits are
+not retried)."""
 
 
 @dataclass(frozen=True)
