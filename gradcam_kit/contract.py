@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_JUDGE_TIMEOUT",
     "GRADED_FUNCTIONS",
     "HIDDEN_CACHE_ENV",
+    "IMAGES_DIR_ENV",
     "ISOLATION_ENV",
     "JUDGE_TIMEOUT_ENV",
     "REFERENCE_CACHE_ENV",
@@ -180,6 +181,10 @@ ZYGOTE_ENV = "GRADCAM_WORKER_ZYGOTE"
 REFERENCE_CACHE_ENV = "GRADCAM_REFERENCE_CACHE"
 HIDDEN_CACHE_ENV = "GRADCAM_HIDDEN_CACHE"
 ALLOW_PLAIN_AUTOGRADE_ENV = "GRADCAM_ALLOW_PLAIN_AUTOGRADE"
+IMAGES_DIR_ENV = "TP2_IMAGES_DIR"
+"""Where the course's helper module finds the images (``tp2_utils.IMAGES_DIR_ENV``: the helper is
+shipped to students and imports nothing of the kit, so it spells the name too; a test checks both
+agree)."""
 
 
 def weights_policy(environ: Mapping[str, str] | None = None) -> str:

@@ -78,3 +78,8 @@ def test_kill_group_ends_the_process_and_what_it_started():
         time.sleep(0.05)
     assert not fsutil.process_alive(grandchild), "a process of the group survived"
     assert fsutil.process_alive(os.getpid())
+
+
+def test_the_helper_module_and_the_kit_name_the_images_variable_alike(tp2_utils):
+    """``tp2_utils.py`` is shipped to students and imports nothing of the kit: it spells the name too."""
+    assert tp2_utils.IMAGES_DIR_ENV == contract.IMAGES_DIR_ENV

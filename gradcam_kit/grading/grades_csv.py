@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading import reports
+from gradcam_kit.grading.reports import Results
 
 __all__ = ["GradesCsv"]
-
-Results = Mapping[str, Any]
 
 
 class GradesCsv:

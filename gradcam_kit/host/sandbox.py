@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from gradcam_kit.contract import BWRAP_ENV, WEIGHTS_ENV
+from gradcam_kit.contract import BWRAP_ENV, IMAGES_DIR_ENV, WEIGHTS_ENV
 from gradcam_kit.host.worker_code import CODE_IN_SANDBOX, staged_worker_code, worker_command
 from gradcam_kit.wire.limits import Limits
 
@@ -299,7 +299,7 @@ def worker_environment(level: str, paths: SandboxPaths, weights: str, torch_home
         "VECLIB_MAXIMUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "",
         WEIGHTS_ENV: weights,
-        "TP2_IMAGES_DIR": f"{paths.workdir(level)}/TP2_images",
+        IMAGES_DIR_ENV: f"{paths.workdir(level)}/TP2_images",
     }
     if torch_home is not None:
         env["TORCH_HOME"] = str(torch_home)
