@@ -208,4 +208,4 @@ def test_exploration_text_loses_escape_sequences_and_bidirectional_overrides():
     shown in another order than it reads (U+202E), no lone surrogate."""
     from gradcam_kit.grading.exploration import safe_text
 
-    assert safe_text("grade: 0\u202e01\x1b[31m\r\nok\ud800\x85") == "grade: 001[31m\nok\ufffd"
+    assert safe_text("grade: 0\u202e01\x1b[31m\r\nok\ud800\x85") == "grade: 001[31m\nok?"

@@ -147,6 +147,7 @@ def safe_text(value: Any, limit: int = MAX_TEXT_CHARS) -> str:
     """``value`` as text that is safe to store and show: valid UTF-8, no control characters but
     tabs and newlines (no escape sequences, no bidirectional overrides), at most ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate becomes "?"
     text = without_controls(text.replace("\r\n", "\n"))
     return text if len(text) <= limit else text[:limit] + "\n[output cut]\n"
 
