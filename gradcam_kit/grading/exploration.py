@@ -73,14 +73,6 @@ def _nbgrader(cell: dict[str, Any]) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _text(source: Any) -> str | None:
-    if isinstance(source, str):
-        return source
-    if isinstance(source, list) and all(isinstance(line, str) for line in source):
-        return "".join(source)
-    return None
-
-
 def _read_cells(path: Path) -> list[dict[str, Any]]:
     from gradcam_kit.grading.notebook import MAX_NOTEBOOK_BYTES
 
@@ -112,7 +104,7 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
     """The exploration cells to run, and a report for each one that cannot run (missing, not a
     code cell, duplicated, not Python)."""
     from gradcam_kit.contract import GRADED_FUNCTIONS
-    from gradcam_kit.grading.notebook import _compile_cell
+    from gradcam_kit.grading.notebook import _compile_cell, cell_text
 
     ids = exploration_ids(source_notebook, GRADED_FUNCTIONS)
     try:
@@ -124,7 +116,7 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
     problems: list[CellReport] = []
     for grade_id in ids:
         copies = [cell for cell in cells if _nbgrader(cell).get("grade_id") == grade_id]
-        source = _text(copies[0].get("source")) if len(copies) == 1 else None
+        source = cell_text(copies[0].get("source")) if len(copies) == 1 else None
         if not copies:
             problems.append(CellReport(grade_id, "not run", f"The cell `{grade_id}` is missing from the notebook."))
         elif len(copies) > 1:

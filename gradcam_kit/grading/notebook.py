@@ -38,6 +38,7 @@ __all__ = [
     "ProgramCell",
     "SourceNotebookError",
     "SubmissionProgram",
+    "cell_text",
     "read_submission",
 ]
 
@@ -153,7 +154,9 @@ class _Unreadable(Exception):
     """The notebook cannot be read; the message is for the student."""
 
 
-def _text(source: Any) -> str | None:
+def cell_text(source: Any) -> str | None:
+    """A cell's ``source`` as one string (nbformat allows a string or a list of lines), or ``None``
+    when it is neither."""
     if isinstance(source, str):
         return source
     if isinstance(source, list) and all(isinstance(line, str) for line in source):
@@ -217,7 +220,7 @@ def _parse_notebook(path: Path) -> tuple[list[_Cell], list[str]]:
     cells: list[_Cell] = []
     notes: list[str] = []
     for index, entry in enumerate(cells_document):
-        source = _text(entry.get("source")) if isinstance(entry, dict) else None
+        source = cell_text(entry.get("source")) if isinstance(entry, dict) else None
         cell_type = entry.get("cell_type") if isinstance(entry, dict) else None
         if source is None or not isinstance(cell_type, str):
             notes.append(f"Cell number {index + 1} of your notebook is malformed and was ignored.")
