@@ -33,9 +33,9 @@ from gradcam_kit.contract import CALLS, helpers_of, weights_policy
 from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading.feedback import CheckFailure, describe_value, fmt_shape
 from gradcam_kit.grading.reports import comparison_png
-from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.session import WorkerSession
+from gradcam_kit.safe_text import shown_line
 from gradcam_kit.wire.failures import RETRIED_FAILURES, Failure
 
 from ._reference import Case, References

@@ -24,8 +24,8 @@ from typing import Mapping
 import pytest
 
 from gradcam_kit.grading.feedback import INTERNAL_ERROR, CheckFailure
-from gradcam_kit.grading.safe_text import shown
 from gradcam_kit.judge_results import JudgeResults, TestResult
+from gradcam_kit.safe_text import shown
 
 from ._judge import GraderFault
 

@@ -35,6 +35,7 @@ from traitlets import List
 
 from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV
 from gradcam_kit.course import Course, GradesFolder
+from gradcam_kit.hidden_regions import remove_hidden_regions
 
 __all__ = ["ClearHiddenTestsFromFeedback", "KitGradesGuard", "OverwriteLockedCells", "kit_graded_students"]
 
@@ -45,20 +46,6 @@ MAX_NAMES = 10
 # ---------------------------------------------------------------------------------------------
 # the checksum of locked cells with hidden tests
 # ---------------------------------------------------------------------------------------------
-def remove_hidden_regions(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> str:
-    """``source`` as ``nbgrader generate_assignment`` releases it: without its hidden-test regions
-    (the same line-based rule as nbgrader's ``ClearHiddenTests``)."""
-    kept, inside = [], False
-    for line in source.split("\n"):
-        if begin in line:
-            inside = True
-        elif end in line:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "\n".join(kept)
-
-
 class OverwriteLockedCells(OverwriteCells):
     """nbgrader's ``OverwriteCells``, which knows that a released test cell lacks its hidden tests."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gradcam_kit.grading.safe_text import encodable
+from gradcam_kit.safe_text import encodable
 
 ASSIGNMENT = "TP2_GradCAM"
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"

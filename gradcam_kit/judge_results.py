@@ -31,7 +31,7 @@ from typing import Any, Literal, Mapping, cast
 
 from gradcam_kit.errors import KitError
 from gradcam_kit.fsutil import write_atomically
-from gradcam_kit.grading.safe_text import encodable
+from gradcam_kit.safe_text import encodable
 
 __all__ = ["OUTCOMES", "JudgeResults", "JudgeResultsError", "TestResult"]
 

@@ -32,6 +32,7 @@ from nbformat import NotebookNode
 from traitlets.config import Config
 
 from gradcam_kit.course import HELPER_MODULE, NOTEBOOK, Course
+from gradcam_kit.hidden_regions import BEGIN_HIDDEN_TESTS, END_HIDDEN_TESTS
 
 __all__ = ["Leak", "NbgraderMarkers", "find_leaks", "release_leaks", "split_source"]
 
@@ -45,8 +46,8 @@ class NbgraderMarkers:
 
     begin_solution: str = "BEGIN SOLUTION"
     end_solution: str = "END SOLUTION"
-    begin_hidden: str = "BEGIN HIDDEN TESTS"
-    end_hidden: str = "END HIDDEN TESTS"
+    begin_hidden: str = BEGIN_HIDDEN_TESTS
+    end_hidden: str = END_HIDDEN_TESTS
     begin_mark_scheme: str = "BEGIN MARK SCHEME"
     end_mark_scheme: str = "END MARK SCHEME"
     code_stub: str = "# YOUR CODE HERE\nraise NotImplementedError()"

@@ -26,7 +26,7 @@ from nbformat.v4 import new_code_cell
 from gradcam_kit.course import ASSIGNMENT, HELPER_MODULE, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.exploration import PNG_SIGNATURE, clean_png
-from gradcam_kit.grading.gradebook import WRAP_COLUMNS, annotate_tests, wrap_lines
+from gradcam_kit.grading.autograded_copy import WRAP_COLUMNS, annotate_tests, wrap_lines
 from gradcam_kit.release import generate_release
 from fake_course import fake_course, fake_course_template, read_json, submit
 
@@ -206,6 +206,6 @@ def test_the_real_worker_runs_the_exploration_cells_under_its_limits(tmp_path, m
 def test_exploration_text_loses_escape_sequences_and_bidirectional_overrides():
     """What a student's cell prints reaches the instructor's browser: no terminal escapes, no text
     shown in another order than it reads (U+202E), no lone surrogate."""
-    from gradcam_kit.grading.exploration import safe_text
+    from gradcam_kit.grading.exploration import output_text
 
-    assert safe_text("grade: 0\u202e01\x1b[31m\r\nok\ud800\x85") == "grade: 001[31m\nok?"
+    assert output_text("grade: 0\u202e01\x1b[31m\r\nok\ud800\x85") == "grade: 001[31m\nok?"

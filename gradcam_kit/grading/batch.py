@@ -45,9 +45,9 @@ from gradcam_kit.grading.planning import StudentOutcome, Submission, plan
 from gradcam_kit.grading.recorder import StudentRecorder, column_order, read_notebook
 from gradcam_kit.grading.recording import GraderError, NotGraded
 from gradcam_kit.grading.resources import default_workers, threads_per_judge
-from gradcam_kit.grading.safe_text import shown_line
 from gradcam_kit.host.isolation import choose_isolation
 from gradcam_kit.progress import ProgressBar
+from gradcam_kit.safe_text import shown_line
 
 __all__ = ["grade_course", "judge_all"]
 

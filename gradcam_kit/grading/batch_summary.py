@@ -10,7 +10,7 @@ from gradcam_kit.course import Course, GradesFolder
 from gradcam_kit.grading import reports
 from gradcam_kit.grading.gradebook import NbgraderSettings
 from gradcam_kit.grading.planning import Plan, StudentOutcome
-from gradcam_kit.grading.safe_text import shown_line
+from gradcam_kit.safe_text import shown_line
 
 __all__ = ["common_reason", "print_exploration_problems", "print_reasons", "print_summary", "resume_command"]
 

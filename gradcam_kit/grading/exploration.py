@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 import nbformat
 from nbformat import NotebookNode
 
-from gradcam_kit.grading.safe_text import without_controls
+from gradcam_kit.safe_text import without_controls
 from gradcam_kit.wire.failures import LIMIT_FAILURES
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
     """The exploration cells to run, and a report for each one that cannot run (missing, not a
     code cell, duplicated, not Python)."""
     from gradcam_kit.contract import GRADED_FUNCTIONS
-    from gradcam_kit.grading.notebook import _compile_cell, cell_text
+    from gradcam_kit.grading.notebook import cell_text, compile_cell
 
     ids = exploration_ids(source_notebook, GRADED_FUNCTIONS)
     try:
@@ -124,7 +124,7 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
         elif copies[0].get("cell_type") != "code" or source is None:
             problems.append(CellReport(grade_id, "not run", f"The cell `{grade_id}` is not a code cell."))
         else:
-            code, _, compile_error = _compile_cell(source, grade_id)
+            code, _, compile_error = compile_cell(source, grade_id)
             if compile_error is not None:
                 problems.append(CellReport(grade_id, "not run", compile_error))
             else:
@@ -135,7 +135,7 @@ def exploration_cells(submission: Path, source_notebook: Path) -> tuple[list[Exp
 # ---------------------------------------------------------------------------------------------
 # what they showed
 # ---------------------------------------------------------------------------------------------
-def safe_text(value: Any, limit: int = MAX_TEXT_CHARS) -> str:
+def output_text(value: Any, limit: int = MAX_TEXT_CHARS) -> str:
     """``value`` as text that is safe to store and show: valid UTF-8, no control characters but
     tabs and newlines (no escape sequences, no bidirectional overrides), at most ``limit`` characters."""
     text = value if isinstance(value, str) else str(value)
@@ -182,7 +182,7 @@ class CellOutput:
         if not isinstance(value, dict):
             return None
         if value.get("kind") == "text" and isinstance(value.get("text"), str):
-            return cls("text", safe_text(value["text"]), "stderr" if value.get("name") == "stderr" else "stdout")
+            return cls("text", output_text(value["text"]), "stderr" if value.get("name") == "stderr" else "stdout")
         if value.get("kind") == "png":
             import numpy as np
 
@@ -271,14 +271,14 @@ class ExplorationReport:
             known = entry.get("status") in ("ran", "failed", "limit", "not run")
             status: Status = entry["status"] if known else "not run"
             seconds = entry.get("seconds")
-            cell = CellReport(str(entry["grade_id"]), status, safe_text(entry.get("message", ""), 2000),
+            cell = CellReport(str(entry["grade_id"]), status, output_text(entry.get("message", ""), 2000),
                               seconds=float(seconds or 0.0) if isinstance(seconds, (int, float)) else 0.0)
             outputs = entry.get("outputs")
             for output in outputs[:MAX_OUTPUTS] if isinstance(outputs, list) else []:
                 if not isinstance(output, dict):
                     continue
                 if output.get("kind") == "text" and isinstance(output.get("text"), str):
-                    cell.outputs.append(CellOutput("text", safe_text(output["text"]),
+                    cell.outputs.append(CellOutput("text", output_text(output["text"]),
                                                    "stderr" if output.get("name") == "stderr" else "stdout"))
                 elif output.get("kind") == "png" and isinstance(output.get("file"), str) \
                         and re.fullmatch(r"[A-Za-z0-9_-]+-\d+\.png", output["file"]):
@@ -310,7 +310,7 @@ def run_exploration(session: "WorkerSession", submission: Path, source_notebook:
             status = "not run"
         else:
             status = "failed"
-        message = "" if outcome.ok else safe_text(outcome.error or outcome.failure or "unknown", 2000)
+        message = "" if outcome.ok else output_text(outcome.error or outcome.failure or "unknown", 2000)
         reports[cell.grade_id] = CellReport(cell.grade_id, status, message, outputs, outcome.seconds)
     from gradcam_kit.contract import GRADED_FUNCTIONS
 

@@ -1,31 +1,25 @@
-"""Everything ``gradcam-kit grade`` hands to nbgrader: the autograded copy and ``gradebook.db``.
+"""nbgrader's gradebook of the course (``gradebook.db``), written by ``gradcam-kit grade``.
 
 nbgrader's own tools (formgrader, ``nbgrader export``, ``nbgrader generate_feedback``, the manual
-grading of the written answers) read two things after ``nbgrader autograde``:
+grading of the written answers) read, after ``nbgrader autograde``, the autograded copy of each
+submission (:mod:`gradcam_kit.grading.autograded_copy`) and ``gradebook.db``: one submission per
+student, one ``Grade`` per graded cell (``auto_score``, ``needs_manual_grade``) and one ``Comment``
+per answer cell.
 
-* ``autograded/<student>/<assignment>/<notebook>.ipynb``: the submission with its locked cells
-  restored from the source version (nbgrader's *sanitize* step), then executed;
-* ``gradebook.db``: one submission per student, one ``Grade`` per graded cell (``auto_score``,
-  ``needs_manual_grade``) and one ``Comment`` per answer cell.
-
-This module produces both without executing any student code in the grader's process: the
-sanitize step is nbgrader's own preprocessors, run here; the scores of the test cells come from
-the judge (``autograder_tests``), which ran the student code in its sandboxed worker; the written
-answers get what nbgrader's ``SaveAutoGrades`` would give them (zero when left untouched, else
-"needs manual grading"). Each student's writes form one database transaction.
+The scores of the test cells come from the judge (``autograder_tests``), which ran the student
+code in its sandboxed worker; the written answers get what nbgrader's ``SaveAutoGrades`` would give
+them (zero when left untouched, else "needs manual grading"). Each student's writes form one
+database transaction. Also here: the course's nbgrader configuration (:class:`NbgraderSettings`)
+and the submission time (:func:`read_timestamp`).
 """
 
 from __future__ import annotations
 
-import base64
-import logging
-import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Mapping
 
-import nbformat
 from nbformat import NotebookNode
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
@@ -33,9 +27,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from gradcam_kit.contract import TEST_PREFIX
 from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.fsutil import write_atomically
-from gradcam_kit.grading.safe_text import shown_line
-from gradcam_kit.judge_results import JudgeResults
+from gradcam_kit.safe_text import shown_line
 
 NOTEBOOK_ID = Path(NOTEBOOK).stem
 NO_RESPONSE = "No response."
@@ -89,169 +81,6 @@ class NbgraderSettings:
         config = load_nbgrader_config(course)
         coursedir = CourseDirectory(config=config)
         return cls(db_url=coursedir.db_url, course_id=coursedir.course_id, config=config)
-
-
-# ---------------------------------------------------------------------------------------------
-# The autograded copy (nbgrader's sanitize step, no execution)
-# ---------------------------------------------------------------------------------------------
-class _CollectWarnings(logging.Handler):
-    """Keep the messages that nbgrader's preprocessors log (e.g. a locked cell that was edited)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@dataclass
-class SanitizedNotebook:
-    """The submission as nbgrader's autograde would grade it, and what nbgrader said about it."""
-
-    notebook: NotebookNode
-    warnings: list[str] = field(default_factory=list)
-
-
-def edited_locked_cells(notebook: NotebookNode, release: NotebookNode | None) -> list[str]:
-    """The locked cells whose source differs from the released notebook's, by ``grade_id``.
-
-    (nbgrader's own check compares with the *source* version, so it flags every cell that had
-    hidden tests; this one flags the cells the student actually edited.)
-    """
-    if release is None:
-        return []
-    released = {_grade_id(c): c.source for c in release.cells
-                if _grade_id(c) and c.get("metadata", {}).get("nbgrader", {}).get("locked")}
-    return [name for cell in notebook.cells if (name := _grade_id(cell)) in released
-            and cell.source.strip() != released[name].strip()]
-
-
-def sanitize(submission: Path, settings: NbgraderSettings, student: str,
-             release: NotebookNode | None = None) -> SanitizedNotebook:
-    """Apply nbgrader's sanitize preprocessors to a submitted notebook.
-
-    These are the steps ``nbgrader autograde`` runs before executing a submission (as the course's
-    ``nbgrader_config.py`` sets them): clear the outputs, drop duplicated cell ids, restore the
-    kernelspec, restore the locked cells (setup, tests: ``OverwriteLockedCells``, which knows that
-    released test cells lack their hidden tests) and the metadata of the graded cells from the
-    gradebook, check the metadata.
-
-    Parameters
-    ----------
-    submission : Path
-        The student's notebook (read only).
-    settings : NbgraderSettings
-        The course's nbgrader configuration.
-    student : str
-        The student id (nbgrader's preprocessors expect it in their resources).
-    release : NotebookNode, optional
-        The released notebook, to tell which locked cells the student edited.
-
-    Raises
-    ------
-    ValueError, OSError, nbformat.ValidationError
-        When the file is not a readable notebook.
-    """
-    from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteKernelspec
-
-    from gradcam_kit.autograde_plugins import OverwriteLockedCells
-
-    notebook = nbformat.read(str(submission), as_version=nbformat.NO_CONVERT)
-    if notebook.get("nbformat", 0) < 4:
-        notebook = nbformat.convert(notebook, 4)
-    resources = {
-        "nbgrader": {
-            "notebook": NOTEBOOK_ID,
-            "assignment": ASSIGNMENT,
-            "student": student,
-            "db_url": settings.db_url,
-        }
-    }
-    edited = edited_locked_cells(notebook, release)
-    collector = _CollectWarnings()
-    logger = logging.getLogger(f"gradcam_kit.sanitize.{student}")
-    logger.propagate = False
-    logger.addHandler(collector)
-    try:
-        for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteLockedCells, CheckCellMetadata):
-            preprocessor = step(config=settings.config, log=logger)
-            notebook, resources = preprocessor(notebook, resources)
-    finally:
-        logger.removeHandler(collector)
-    remarks = [f"the locked cell {name} was edited; it was restored from the source for grading"
-               for name in edited]
-    remarks += [m for m in collector.messages if not m.startswith("Attribute 'checksum'")]
-    return SanitizedNotebook(notebook, remarks)
-
-
-WRAP_COLUMNS = 100
-"""Formgrader shows a traceback as preformatted text, which it neither wraps nor scrolls far: the
-judge's messages are cut into lines of at most this many characters."""
-
-
-def wrap_lines(text: str, width: int = WRAP_COLUMNS) -> list[str]:
-    """``text`` cut into lines of at most ``width`` characters, at spaces where possible, its own
-    line breaks kept (every word of it survives, in order)."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        lines += textwrap.wrap(paragraph, width, break_long_words=True, break_on_hyphens=False,
-                               replace_whitespace=False, drop_whitespace=True) or [""]
-    return lines
-
-
-def annotate_tests(notebook: NotebookNode, results: JudgeResults | Mapping, heatmap_png: bytes | None = None) -> None:
-    """Show the judge's verdict as the output of each test cell (formgrader displays it).
-
-    A passed test gets a line of text (and the judge's remark, if any); a failed one an
-    ``AssertionError`` output carrying the feedback, as the hidden test would show under ``nbgrader
-    autograde``, its traceback cut into lines of at most :data:`WRAP_COLUMNS` characters. The
-    heatmap comparison, when given, is attached to the ``test_grad_cam`` cell (or the last test cell).
-    """
-    tests = JudgeResults.of(results).tests
-    test_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and _grade_id(cell) in tests]
-    for cell in test_cells:
-        verdict = tests[_grade_id(cell)]
-        points = f"{_number(verdict.points)}/{_number(verdict.max_points)} points"
-        if verdict.passed:
-            remark = verdict.feedback
-            text = f"gradcam-kit autograder: passed ({points})" + (f". {remark}" if remark else "")
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(wrap_lines(text)) + "\n")]
-        else:
-            feedback = verdict.feedback or verdict.outcome
-            cell.outputs = [nbformat.v4.new_output(
-                "error", ename="AssertionError", evalue=f"{feedback} ({points})",
-                traceback=wrap_lines(f"AssertionError: {feedback} ({points})"),
-            )]
-    if heatmap_png and test_cells:
-        target = next((c for c in test_cells if _grade_id(c) == "test_grad_cam"), test_cells[-1])
-        target.outputs.append(nbformat.v4.new_output(
-            "display_data", data={"image/png": base64.b64encode(heatmap_png).decode("ascii"),
-                                  "text/plain": "<heatmap: the student's beside the reference>"},
-        ))
-
-
-def copy_assignment_files(course: Course, settings: NbgraderSettings, destination: Path) -> None:
-    """Copy the assignment's other files (``tp2_utils.py``) next to the autograded notebook, as
-    ``nbgrader autograde`` does: every file of the source folder but notebooks and what
-    ``CourseDirectory.ignore`` names, so that the autograded copy runs where it lies."""
-    from nbgrader.coursedir import CourseDirectory
-    from nbgrader.utils import find_all_files
-
-    ignore = list(CourseDirectory(config=settings.config).ignore) + ["*.ipynb"]
-    for name in find_all_files(str(course.source_dir), ignore):
-        source = Path(name)
-        target = destination / source.relative_to(course.source_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = source.read_bytes()
-        if not target.is_file() or target.read_bytes() != data:
-            write_atomically(target, data)
-
-
-def write_notebook_atomically(notebook: NotebookNode, path: Path) -> None:
-    """Write ``notebook`` to ``path``, whole or not at all (as ``nbformat.write`` writes it)."""
-    text = nbformat.writes(notebook)
-    write_atomically(path, text if text.endswith("\n") else text + "\n", durable=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +190,7 @@ class GradebookWriter:
             session.add(student)
         submitted = self._submitted_notebook(student, grades.timestamp)
 
-        cells = {_grade_id(cell): cell for cell in grades.notebook.cells if _grade_id(cell)}
+        cells = {grade_id(cell): cell for cell in grades.notebook.cells if grade_id(cell)}
         for grade in submitted.grades:
             name = grade.cell.name
             cell = cells.get(name)
@@ -466,21 +295,16 @@ def read_timestamp(folder: Path) -> tuple[datetime | None, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
-def _grade_id(cell: NotebookNode) -> str:
+def grade_id(cell: NotebookNode) -> str:
     """The cell's ``grade_id``; ``""`` when it has none."""
     grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
     return grade_id if isinstance(grade_id, str) else ""
 
 
-def _number(value: float) -> str:
-    """2.0 -> '2', 1.5 -> '1.5'."""
-    return f"{float(value):g}"
-
-
 def test_cells(notebook: NotebookNode) -> Iterator[str]:
     """The ``grade_id`` of the autograded test cells, in notebook order."""
     for cell in notebook.cells:
-        name = _grade_id(cell)
+        name = grade_id(cell)
         if cell.cell_type == "code" and name and name.startswith(TEST_PREFIX):
             yield name
 

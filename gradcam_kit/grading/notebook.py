@@ -27,26 +27,20 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gradcam_kit.contract import GRADED_FUNCTIONS, SETUP_PREFIX
 from gradcam_kit.errors import KitError
+from gradcam_kit.hidden_regions import remove_hidden_regions
+from gradcam_kit.program import ProgramCell, SubmissionProgram
 
-__all__ = [
-    "ProgramCell",
-    "SourceNotebookError",
-    "SubmissionProgram",
-    "cell_text",
-    "read_submission",
-]
+__all__ = ["MAX_NOTEBOOK_BYTES", "SourceNotebookError", "cell_text", "compile_cell", "read_submission"]
 
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 """A submission bigger than this is not read (notebooks with many large outputs stay far below)."""
 
-_HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?",
-                           re.MULTILINE | re.DOTALL)
 _CELL_MAGIC = re.compile(r"\A\s*%%(\w+)(.*)$", re.MULTILINE)
 _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 """Cell magics whose body is ordinary Python: the grader runs the body."""
@@ -54,88 +48,6 @@ _PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 
 class SourceNotebookError(KitError):
     """The instructor's source notebook cannot be used (a grader set-up error, not the student's)."""
-
-
-@dataclass(frozen=True)
-class ProgramCell:
-    """One cell that the worker runs.
-
-    Attributes
-    ----------
-    grade_id : str
-        The cell's nbgrader id (``setup_...`` or a function name).
-    kind : {"setup", "function"}
-        A locked setup cell or a graded function cell.
-    source : str
-        The cell's text as in the notebook (for showing the student's lines).
-    code : str
-        The Python that is run (IPython syntax translated, line numbers kept where possible).
-    origin : {"source", "submission"}
-        Which notebook the text comes from.
-    defines : tuple of str
-        Names of the functions defined at the top level of the cell, in order (with repeats).
-    """
-
-    grade_id: str
-    kind: Literal["setup", "function"]
-    source: str
-    code: str
-    origin: Literal["source", "submission"]
-    defines: tuple[str, ...] = ()
-
-    @property
-    def filename(self) -> str:
-        """The file name given to the cell's code, so that tracebacks name the cell."""
-        return f"<cell {self.grade_id}>"
-
-    def to_plain(self) -> dict[str, Any]:
-        """The cell as plain data (for the worker)."""
-        return {"grade_id": self.grade_id, "kind": self.kind, "source": self.source, "code": self.code,
-                "origin": self.origin, "defines": list(self.defines)}
-
-
-@dataclass
-class SubmissionProgram:
-    """What the grader runs for one submission, and what it found wrong with it.
-
-    Attributes
-    ----------
-    submission_path, source_path : Path
-        The files read.
-    cells : list of ProgramCell
-        The cells to run, in order: setup cells from the source, function cells from the submission.
-    problems : dict
-        Function name -> why that function cannot be graded (it is not run). Written for the student.
-    notes : list of str
-        Remarks that cost no points (a changed locked cell, a function defined twice...).
-    fatal : str or None
-        Why nothing of the submission can be run (unreadable file, wrong format); every function
-        then has this problem too.
-    functions : tuple of str
-        The graded functions.
-    """
-
-    submission_path: Path
-    source_path: Path
-    cells: list[ProgramCell] = field(default_factory=list)
-    problems: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    fatal: str | None = None
-    functions: tuple[str, ...] = GRADED_FUNCTIONS
-
-    @property
-    def runnable(self) -> bool:
-        """Whether the worker has anything of the student's to run."""
-        return self.fatal is None
-
-    def cell(self, grade_id: str) -> ProgramCell | None:
-        """The program's cell with this id, if any."""
-        return next((cell for cell in self.cells if cell.grade_id == grade_id), None)
-
-    def to_plain(self) -> dict[str, Any]:
-        """The cells and problems as plain data (sent to the worker)."""
-        return {"cells": [cell.to_plain() for cell in self.cells], "problems": dict(self.problems),
-                "functions": list(self.functions)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,7 +167,7 @@ def _ipython_to_python(source: str) -> str:
     return TransformerManager().transform_cell(source)
 
 
-def _compile_cell(source: str, grade_id: str) -> tuple[str, tuple[str, ...], str | None]:
+def compile_cell(source: str, grade_id: str) -> tuple[str, tuple[str, ...], str | None]:
     """Return (code to run, functions defined, syntax error message for the student or None)."""
     code, foreign_magic = _comment_cell_magic(source)
     if foreign_magic is not None:
@@ -293,11 +205,6 @@ def _syntax_message(error: SyntaxError, grade_id: str, source: str) -> str:
 
 def _normalized(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
-
-
-def _as_released(source: str) -> str:
-    """A locked cell's source as students receive it: without its hidden-tests region."""
-    return _HIDDEN_TESTS.sub("", source)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,7 +284,7 @@ def read_submission(submission_path: str | Path, source_notebook_path: str | Pat
             continue
         if grade_id.startswith(SETUP_PREFIX) and original.cell_type == "code":
             _check_locked(original, by_id.get(grade_id, []), program)
-            code, defines, failure = _compile_cell(original.source, grade_id)
+            code, defines, failure = compile_cell(original.source, grade_id)
             if failure is not None:
                 raise SourceNotebookError(f"the source notebook {source_path}: {failure}")
             program.cells.append(ProgramCell(grade_id, "setup", original.source, code, "source", defines))
@@ -400,7 +307,7 @@ def _check_locked(original: _Cell, copies: list[_Cell], program: SubmissionProgr
         program.notes.append(f"The locked cell `{grade_id}` was deleted from your notebook; the grader used "
                              "the original.")
     elif len(copies) > 1 or _normalized(copies[0].source) not in {
-        _normalized(original.source), _normalized(_as_released(original.source))
+        _normalized(original.source), _normalized(remove_hidden_regions(original.source))
     }:
         program.notes.append(f"The locked cell `{grade_id}` was changed in your notebook; the grader used the "
                              "original (changes to locked cells are ignored).")
@@ -424,7 +331,7 @@ def _function_cell(name: str, copies: list[_Cell], cells: list[_Cell],
             "Change it back to a code cell."
         )
         return None
-    code, defines, error = _compile_cell(cell.source, name)
+    code, defines, error = compile_cell(cell.source, name)
     if error is not None:
         program.problems[name] = error
         return None

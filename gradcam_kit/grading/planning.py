@@ -26,7 +26,7 @@ import nbformat
 from gradcam_kit.course import ASSIGNMENT, Course, GradesFolder
 from gradcam_kit.grading.fingerprint import GradingInputs
 from gradcam_kit.grading.gradebook import GradebookWriter
-from gradcam_kit.grading.safe_text import shown_line
+from gradcam_kit.safe_text import shown_line
 
 __all__ = [
     "Plan",

@@ -19,7 +19,7 @@ from nbformat import NotebookNode
 from gradcam_kit.grading.exploration import ExplorationReport
 from gradcam_kit.grading.judge_launch import JudgedSubmission
 from gradcam_kit.grading.reports import HeatmapCase
-from gradcam_kit.grading.safe_text import shown_line
+from gradcam_kit.safe_text import shown_line
 
 if TYPE_CHECKING:
     from gradcam_kit.grading.recorder import StudentRecorder

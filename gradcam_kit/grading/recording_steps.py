@@ -20,20 +20,18 @@ from typing import TYPE_CHECKING, Any, Mapping
 from gradcam_kit.course import ASSIGNMENT
 from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading import reports
-from gradcam_kit.grading.exploration import PNG_SIGNATURE, ExplorationReport, annotate_exploration
-from gradcam_kit.grading.gradebook import (
-    GradebookError,
-    StudentGrades,
+from gradcam_kit.grading.autograded_copy import (
     annotate_tests,
     copy_assignment_files,
-    read_timestamp,
     sanitize,
     write_notebook_atomically,
 )
+from gradcam_kit.grading.exploration import PNG_SIGNATURE, ExplorationReport, annotate_exploration
+from gradcam_kit.grading.gradebook import GradebookError, StudentGrades, read_timestamp
 from gradcam_kit.grading.judge_launch import JudgedSubmission
 from gradcam_kit.grading.recording import GraderError, NotGraded, RecordingStep, StudentRecord
-from gradcam_kit.grading.safe_text import encodable, shown
 from gradcam_kit.judge_results import JudgeResults, JudgeResultsError
+from gradcam_kit.safe_text import encodable, shown
 
 if TYPE_CHECKING:
     from gradcam_kit.grading.recorder import StudentRecorder
@@ -71,7 +69,7 @@ def read_results(run: JudgedSubmission, expected: Mapping[str, float]) -> dict[s
     Returns
     -------
     dict
-        The results, with every string made encodable (:func:`~gradcam_kit.grading.safe_text.encodable`).
+        The results, with every string made encodable (:func:`~gradcam_kit.safe_text.encodable`).
 
     Raises
     ------

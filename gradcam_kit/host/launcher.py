@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.host.channel import Channel
 from gradcam_kit.host.postmortem import WorkerLost
 from gradcam_kit.host.sandbox import (
@@ -36,6 +35,7 @@ from gradcam_kit.host.sandbox import (
 )
 from gradcam_kit.host.uids import UidLease
 from gradcam_kit.host.zygote import Zygote, ZygoteChild, ZygoteError, shared_zygote, zygote_enabled
+from gradcam_kit.program import SubmissionProgram
 from gradcam_kit.wire.failures import Failure
 from gradcam_kit.wire.limits import Limits
 from gradcam_kit.wire.messages import StartMessage, TripwireRules

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradcam_kit.contract import weights_policy
-from gradcam_kit.grading.notebook import SubmissionProgram
 from gradcam_kit.host.channel import ChannelBroken
 from gradcam_kit.host.isolation import session_level
 from gradcam_kit.host.launcher import Launcher, RunningWorker, course_root_of, resolved_policy
 from gradcam_kit.host.outcomes import LoadResult, Outcome
 from gradcam_kit.host.postmortem import WorkerLost, kill_worker, log_tail, why_lost
+from gradcam_kit.program import SubmissionProgram
 from gradcam_kit.wire.failures import Failure
 from gradcam_kit.wire.frames import LayerRef, ModelSpec, ProtocolError, map_leaves
 from gradcam_kit.wire.limits import Limits

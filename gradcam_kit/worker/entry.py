@@ -33,7 +33,7 @@ import numpy as np
 from gradcam_kit.wire.frames import read_frame
 from gradcam_kit.wire.messages import StartMessage, failed_event
 from gradcam_kit.worker.boot import apply_limits, drop_privileges
-from gradcam_kit.worker.failures import safe_text
+from gradcam_kit.worker.failures import exception_message
 from gradcam_kit.worker.runtime import Worker
 from gradcam_kit.worker.zygote_server import ZygoteServer
 
@@ -80,7 +80,7 @@ def run_worker(request_fd: int, reply_fd: int) -> int:
     try:
         worker.prepare()
     except BaseException as error:
-        worker.send(failed_event(f"{type(error).__name__}: {safe_text(error)}"))
+        worker.send(failed_event(f"{type(error).__name__}: {exception_message(error)}"))
         return 3
     answer = worker.load()
     worker.send(answer)

@@ -17,7 +17,8 @@ from gradcam_kit.wire.failures import Failure, StudentError
 from gradcam_kit.wire.limits import MEMORY_MARKERS, Limits, describe_bytes
 from gradcam_kit.wire.messages import Answer
 
-__all__ = ["CELL_PREFIX", "MAX_MESSAGE", "CallFailure", "failure_from", "harness_failure", "located", "safe_text"]
+__all__ = ["CELL_PREFIX", "MAX_MESSAGE", "CallFailure", "exception_message", "failure_from", "harness_failure",
+           "located"]
 
 MAX_MESSAGE = 600
 """Longest exception message kept (then cut, with ``[...]``)."""
@@ -52,7 +53,7 @@ class CallFailure(Exception):
                       restart=self.kind.value if self.restart else None, seconds=seconds)
 
 
-def safe_text(exc: BaseException) -> str:
+def exception_message(exc: BaseException) -> str:
     """``str(exc)``, stripped and cut at :data:`MAX_MESSAGE` (whatever a hostile ``__str__`` does)."""
     try:
         text = str(exc)
@@ -82,14 +83,14 @@ def located(message: str, exc: BaseException) -> StudentError:
 def _is_memory_error(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
-    text = safe_text(exc) if isinstance(exc, RuntimeError) else ""
+    text = exception_message(exc) if isinstance(exc, RuntimeError) else ""
     return any(marker in text for marker in MEMORY_MARKERS)
 
 
 def _is_process_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
         return True
-    return isinstance(exc, RuntimeError) and "can't start new thread" in safe_text(exc)
+    return isinstance(exc, RuntimeError) and "can't start new thread" in exception_message(exc)
 
 
 def failure_from(exc: BaseException, limits: Limits) -> CallFailure:
@@ -105,7 +106,7 @@ def failure_from(exc: BaseException, limits: Limits) -> CallFailure:
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return CallFailure(located(f"printed or wrote more than {describe_bytes(limits.output_bytes)}", exc),
                            Failure.OUTPUT, restart=True)
-    error = located(f"{type(exc).__name__}: {safe_text(exc)}", exc)
+    error = located(f"{type(exc).__name__}: {exception_message(exc)}", exc)
     said = f"{error.message}{error.location()}"
     hint = ""
     if "CUDA" in said or "cuda" in said:
@@ -122,7 +123,7 @@ def harness_failure(error: BaseException) -> Answer:
     cells: a monkeypatched library, a model they changed), it is theirs: ``exception``. Otherwise
     the grader itself failed (its own files unreadable, a bug): ``grader``, never charged to them.
     """
-    said = f"{type(error).__name__}: {safe_text(error)}"
+    said = f"{type(error).__name__}: {exception_message(error)}"
     theirs = located(f"your code broke the grader's call: {said}", error)
     if theirs.cell is not None:
         return Answer(False, error=theirs, failure=Failure.EXCEPTION)
