@@ -19,7 +19,8 @@ call fail at once with that reason.
 
 The session decides (what to skip, when to restart, whose fault a failure is); starting a worker
 is :mod:`gradcam_kit.host.launcher`'s, talking to it :mod:`gradcam_kit.host.channel`'s, and saying
-why it was lost :mod:`gradcam_kit.host.postmortem`'s.
+why it was lost :mod:`gradcam_kit.host.postmortem`'s; whose fault a failure while loading is,
+:mod:`gradcam_kit.host.blame`'s.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradcam_kit.contract import weights_policy
+from gradcam_kit.host.blame import failed_setup, grader_at_fault, not_run, skipped_cell, student_cell_before
 from gradcam_kit.host.channel import ChannelBroken
 from gradcam_kit.host.isolation import session_level
 from gradcam_kit.host.launcher import Launcher, RunningWorker, course_root_of, resolved_policy
@@ -169,7 +171,7 @@ class WorkerSession:
                                     list(self.program.notes), self._fatal, self.isolation_level, 0.0)
             return self._load
         if self._unavailable is not None:
-            self._fatal = f"The grader could not run your notebook: {self._unavailable}."
+            self._fatal = not_run(f"{self._unavailable}.")
             self._fault = Failure.GRADER
             answer = None
         else:
@@ -184,7 +186,7 @@ class WorkerSession:
             self._load = LoadResult(answer.ok and not self._skip, dict(answer.defined), errors,
                                     list(self.program.notes) + list(answer.notes), None, self.isolation_level,
                                     time.perf_counter() - started, zygote=self.forked)
-            setup = self._failed_setup(errors)
+            setup = failed_setup(self.program, errors)
             if setup is not None:
                 self._load.fatal = self._fatal = setup
                 self._load.failure = self._fault = Failure.GRADER
@@ -297,25 +299,6 @@ class WorkerSession:
         return Outcome.from_answer(answer)
 
     # -- worker life ------------------------------------------------------------------------------
-    def _student_cell_before(self, grade_id: str | None) -> bool:
-        """Whether a cell of the student's runs before the cell ``grade_id`` (a setup cell)."""
-        for cell in self.program.cells:
-            if cell.grade_id == grade_id:
-                return False
-            if cell.grade_id in self.program.functions:
-                return True
-        return False
-
-    def _failed_setup(self, errors: Mapping[str, str]) -> str | None:
-        """Why the notebook's setup failed before any of the student's cells ran (the setup cells are
-        the source notebook's own: their failure is the grader's), or ``None``."""
-        for cell in self.program.cells:
-            if cell.grade_id in self.program.functions:
-                return None
-            if cell.grade_id in errors:
-                return f"The grader could not prepare your notebook: {errors[cell.grade_id]}"
-        return None
-
     def _start(self) -> None:
         """Start a fresh worker (fresh scratch folder) and send it the ``start`` message."""
         worker = self._launcher.start(self._skip)
@@ -357,12 +340,11 @@ class WorkerSession:
                     reason = loaded.failed_reason or f"it hit a limit ({loaded.restart})"
                     self._stop(polite=False)
                     if cell in functions and cell not in self._skip:
-                        self._skip[cell] = (f"The cell `{cell}` {reason} while the notebook was loading, so it "
-                                            "was not run.")
+                        self._skip[cell] = skipped_cell(cell, reason, hint=False)
                         continue
-                    self._fatal = f"The grader could not run your notebook: {reason}"
-                    self._fault = (Failure.GRADER if cell not in functions and not self._student_cell_before(cell)
-                                   else None)
+                    self._fatal = not_run(reason)
+                    grader_fault = cell not in functions and not student_cell_before(self.program, cell)
+                    self._fault = Failure.GRADER if grader_fault else None
                     return None
                 self._defined = dict(loaded.defined)
                 self._errors = dict(loaded.errors)
@@ -371,14 +353,11 @@ class WorkerSession:
                 self._stop(polite=False)
                 current = progress[-1] if progress else None
                 if current in functions and current not in self._skip:
-                    self._skip[current] = (f"The cell `{current}` {lost.reason} while the notebook was loading, so "
-                                           "it was not run (is there a long computation, an infinite loop or a "
-                                           "crash at the top level of the cell?).")
+                    self._skip[current] = skipped_cell(current, lost.reason, hint=True)
                     continue
                 where = f"while running the cell `{current}`" if current else "while starting"
-                self._fatal = f"The grader could not run your notebook: it {lost.reason} {where}."
-                # nothing of the student's had run yet (or only the source's setup cells): the grader's fault
-                if current is None or (current not in functions and not self._student_cell_before(current)):
+                self._fatal = not_run(f"it {lost.reason} {where}.")
+                if grader_at_fault(self.program, current):
                     self._fault = Failure.GRADER
                 return None
 
