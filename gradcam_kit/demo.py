@@ -101,7 +101,7 @@ def choose_weights(course: Course) -> tuple[str, str]:
 
 def demo_submissions(course: Course, buggy: int = len(BUGGY_FUNCTIONS)) -> dict[str, Sample]:
     """The sample notebooks to grade, by student id: solution, untouched release, ``buggy`` bugs."""
-    from gradcam_kit.grading.sample_corpus import MUTATIONS
+    from gradcam_kit.grading.sample_mutations import MUTATIONS
     from gradcam_kit.grading.samples import build_samples
 
     picked = []

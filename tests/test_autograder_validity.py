@@ -2,7 +2,7 @@
 
 * the solution notebook (the release with the source's solution code) earns full marks;
 * the untouched release earns 0 autograded points;
-* each buggy submission of ``gradcam_kit.grading.sample_corpus.MUTATIONS`` loses exactly the points of
+* each buggy submission of ``gradcam_kit.grading.sample_mutations.MUTATIONS`` loses exactly the points of
   the tests it names (a bug is charged once);
 * the correct submissions of ``VARIANTS``, in other styles and conventions, earn full marks;
 * the wrong or dishonest submissions of ``REWRITES`` lose exactly the points of the tests they name;
@@ -27,7 +27,8 @@ import pytest
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.grading import samples as samples_module
 from gradcam_kit.grading.judge_runs import run_judges
-from gradcam_kit.grading.sample_corpus import MUTATIONS, REWRITES, VARIANTS
+from gradcam_kit.grading.sample_corpus import REWRITES, VARIANTS
+from gradcam_kit.grading.sample_mutations import MUTATIONS
 from gradcam_kit.grading.samples import ALL_TESTS
 
 SAMPLE_NAMES = ["solution", "release", *(m.name for m in MUTATIONS), *(v.name for v in VARIANTS),

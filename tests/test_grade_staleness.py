@@ -251,4 +251,5 @@ def test_every_module_declared_outside_grading_exists():
     package = Path(gradcam_kit.__file__).parent
     assert sorted(name for name in fingerprint.OUTSIDE_GRADING if not (package / name).is_file()) == []
     judged = {path.relative_to(package).as_posix() for path in fingerprint.engine_files()}
-    assert not {"grading/samples.py", "grading/sample_corpus.py", "grading/mutator.py", "grading/styles.py"} & judged
+    assert not {"grading/samples.py", "grading/sample_corpus.py", "grading/sample_mutations.py", "grading/mutator.py",
+                "grading/styles.py"} & judged

@@ -169,7 +169,7 @@ def test_nbgrader_autograde_and_gradcam_kit_grade_differ_only_where_a_visible_pa
     """
     import nbformat
 
-    from gradcam_kit.grading.sample_corpus import MUTATIONS
+    from gradcam_kit.grading.sample_mutations import MUTATIONS
     from gradcam_kit.grading.samples import build_samples
 
     monkeypatch.setenv("GRADCAM_WEIGHTS", "random")

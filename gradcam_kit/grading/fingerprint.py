@@ -49,7 +49,8 @@ OUTSIDE_GRADING = frozenset({
     # the exploration cells (for formgrader: they earn no points), in the grader and in the worker
     "grading/exploration.py", "worker/exploration.py",
     # the kit's tests of the judge: sample submissions, students' styles, the mutator
-    "grading/samples.py", "grading/sample_corpus.py", "grading/styles.py", "grading/mutator.py",
+    "grading/samples.py", "grading/sample_corpus.py", "grading/sample_mutations.py", "grading/styles.py",
+    "grading/mutator.py",
     "grading/mutation_operators.py", "grading/mutant_verdicts.py", "grading/judge_runs.py",
     # packages' docstrings
     "host/__init__.py", "worker/__init__.py", "wire/__init__.py",

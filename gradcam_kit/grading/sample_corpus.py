@@ -1,7 +1,8 @@
 """The sample corpus: buggy, correct and dishonest submissions, as edits of the solution code.
 
-* :data:`MUTATIONS`: buggy submissions, each a few small text replacements in the solution code
-  of one cell, with the tests it must fail (and only those: a bug is charged once);
+* :data:`~gradcam_kit.grading.sample_mutations.MUTATIONS` (in their own module): buggy submissions,
+  each a few small text replacements in the solution code of one cell, with the tests it must fail
+  (and only those: a bug is charged once);
 * :data:`VARIANTS`: correct submissions written in other styles (another hook recipe, another
   Grad-CAM convention at ``features``, other ways of drawing the figure), which must earn full marks;
 * :data:`REWRITES`: wrong or dishonest submissions written in full (whole cells replaced), with the
@@ -15,34 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from gradcam_kit.contract import test_name
+from gradcam_kit.grading.sample_mutations import failing
 
-__all__ = ["MUTATIONS", "REWRITES", "VARIANTS", "Mutation", "Rewrite", "Variant"]
-
-
-@dataclass(frozen=True)
-class Mutation:
-    """A bug put into the solution: text replacements in the solution code of one cell.
-
-    Attributes
-    ----------
-    name : str
-        A short identifier (also the sample's file name).
-    function : str
-        The ``grade_id`` of the cell edited.
-    edits : tuple of (old, new)
-        Each ``old`` must occur exactly once in the cell's solution code.
-    fails : frozenset of str
-        The tests this submission must fail; it must pass all the others.
-    description : str
-        The bug, in one line.
-    """
-
-    name: str
-    function: str
-    edits: tuple[tuple[str, str], ...]
-    fails: frozenset[str]
-    description: str
+__all__ = ["REWRITES", "VARIANTS", "Rewrite", "Variant"]
 
 
 @dataclass(frozen=True)
@@ -59,206 +35,6 @@ class Variant:
     name: str
     cells: Mapping[str, str]
     description: str
-
-
-def _fails(*names: str) -> frozenset[str]:
-    return frozenset(map(test_name, names))
-
-
-_FULL_BACKWARD_HOOK = (
-    ("    def keep_gradient(grad):\n        store[\"gradients\"] = grad.detach().clone()\n",
-     "    def keep_gradient(module, grad_input, grad_output):\n"
-     "        store[\"gradients\"] = grad_output[0].detach().clone()\n"),
-    ("        if output.requires_grad:\n", ""),
-    ("            # Registered before the in-place ReLU, this hook receives the gradient with\n"
-     "            # respect to the value that the layer produced.\n"
-     "            output.register_hook(keep_gradient)\n", ""),
-    ("    handles = [layer.register_forward_hook(on_forward)]\n",
-     "    handles = [layer.register_forward_hook(on_forward),\n"
-     "               layer.register_full_backward_hook(keep_gradient)]\n"),
-)
-"""A module backward hook instead of a tensor hook (shared by two mutations)."""
-
-MUTATIONS: tuple[Mutation, ...] = (
-    # --- register_gradcam_hooks -----------------------------------------------------------------
-    Mutation(
-        "full_backward_hook", "register_gradcam_hooks", _FULL_BACKWARD_HOOK,
-        _fails("register_gradcam_hooks"),
-        "the gradient comes from a module backward hook, which fails on `features` (in-place ReLU)",
-    ),
-    Mutation(
-        "full_backward_hook_grad_input", "register_gradcam_hooks",
-        tuple((old, new.replace("grad_output[0]", "grad_input[0]")) for old, new in _FULL_BACKWARD_HOOK),
-        _fails("register_gradcam_hooks"),
-        "a module backward hook that keeps the gradient of the layer's input: it fails at `features` "
-        "(in-place ReLU), and at other layers `grad_cam` then fails on a shape; `grad_cam` and `show_grad_cam`, "
-        "right in themselves, are checked with the grader's own hooks (a bug is charged once)",
-    ),
-    Mutation(
-        "hooks_store_input", "register_gradcam_hooks",
-        (('store["activations"] = output.detach().clone()', 'store["activations"] = inputs[0].detach().clone()'),),
-        _fails("register_gradcam_hooks"),
-        "the forward hook keeps the layer's input instead of its output; `grad_cam` and `show_grad_cam` then "
-        "fail, and are checked with the grader's own hooks (a bug is charged once)",
-    ),
-    # --- channel_weights -----------------------------------------------------------------------
-    Mutation(
-        "weights_sum", "channel_weights",
-        (("gradients.mean(dim=(2, 3))", "gradients.sum(dim=(2, 3))"),),
-        _fails("channel_weights"),
-        "the spatial sum instead of the mean (the maps are the same once normalised)",
-    ),
-    Mutation(
-        "weights_syntax_error", "channel_weights",
-        (("    return gradients.mean(dim=(2, 3))\n", "    return gradients.mean(dim=(2, 3)\n"),),
-        _fails("channel_weights"),
-        "a syntax error in the cell: `channel_weights` is not defined at all; the functions that call it are "
-        "checked with the grader's own `channel_weights` in its place (a bug is charged once)",
-    ),
-    Mutation(
-        "weights_wrong_axis", "channel_weights",
-        (("gradients.mean(dim=(2, 3))", "gradients.mean(dim=(1, 2))"),),
-        _fails("channel_weights"),
-        "the mean over the wrong axes (channels and rows): (N, w) instead of (N, K)",
-    ),
-    # --- weighted_cam --------------------------------------------------------------------------
-    Mutation(
-        "no_relu", "weighted_cam",
-        (("    return F.relu(combined)\n", "    return combined\n"),),
-        _fails("weighted_cam"),
-        "no ReLU after the weighted sum",
-    ),
-    Mutation(
-        "cam_mean_over_channels", "weighted_cam",
-        (("* activations).sum(dim=1)", "* activations).mean(dim=1)"),),
-        _fails("weighted_cam"),
-        "the mean over the channels instead of the sum",
-    ),
-    # --- upsample_normalize --------------------------------------------------------------------
-    Mutation(
-        "no_upsampling", "upsample_normalize",
-        (
-            ('    maps = F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False)\n',
-             "    maps = cam.unsqueeze(1)\n"),
-            (".reshape(cam.shape[0], *size)", ".reshape(cam.shape)"),
-        ),
-        _fails("upsample_normalize"),
-        "no upsampling: the maps keep the layer's resolution",
-    ),
-    Mutation(
-        "no_normalization", "upsample_normalize",
-        (("    return torch.where(varies, scaled, torch.zeros_like(scaled)).reshape(cam.shape[0], *size)\n",
-          "    return maps.reshape(cam.shape[0], *size)\n"),),
-        _fails("upsample_normalize"),
-        "no min-max normalisation",
-    ),
-    Mutation(
-        "align_corners_true", "upsample_normalize",
-        (('mode="bilinear", align_corners=False)', 'mode="bilinear", align_corners=True)'),),
-        _fails("upsample_normalize"),
-        "bilinear with align_corners=True",
-    ),
-    Mutation(
-        "nearest_upsampling", "upsample_normalize",
-        (('mode="bilinear", align_corners=False)', 'mode="nearest")'),),
-        _fails("upsample_normalize"),
-        "nearest-neighbour upsampling",
-    ),
-    Mutation(
-        "batch_normalization", "upsample_normalize",
-        (
-            ("    low = flat.min(dim=1, keepdim=True).values\n", "    low = flat.min()\n"),
-            ("    span = flat.max(dim=1, keepdim=True).values - low\n", "    span = flat.max() - low\n"),
-        ),
-        _fails("upsample_normalize"),
-        "one min-max over the whole batch instead of one per map",
-    ),
-    # --- grad_cam ------------------------------------------------------------------------------
-    Mutation(
-        "softmax_target", "grad_cam",
-        (("            scores[0, int(class_idx)].backward()\n",
-          "            scores.softmax(dim=1)[0, int(class_idx)].backward()\n"),),
-        _fails("grad_cam"),
-        "back-propagates the softmax probability instead of the raw score",
-    ),
-    Mutation(
-        "argmax_class", "grad_cam",
-        (("            scores[0, int(class_idx)].backward()\n",
-          "            scores[0, int(scores.argmax())].backward()\n"),),
-        _fails("grad_cam"),
-        "explains the predicted class instead of `class_idx`",
-    ),
-    Mutation(
-        "hooks_never_removed", "grad_cam",
-        (("        for handle in handles:\n            handle.remove()\n", ""),),
-        _fails("grad_cam"),
-        "never removes its hooks",
-    ),
-    Mutation(
-        "hooks_kept_on_error", "grad_cam",
-        (
-            ("    finally:\n        for handle in handles:\n            handle.remove()\n"
-             "        model.zero_grad(set_to_none=True)\n",
-             "    except Exception:\n        raise\n    for handle in handles:\n        handle.remove()\n"
-             "    model.zero_grad(set_to_none=True)\n"),
-        ),
-        _fails("grad_cam"),
-        "removes its hooks only when nothing fails (no try/finally)",
-    ),
-    Mutation(
-        "wrong_layer", "grad_cam",
-        (("register_gradcam_hooks(layer)", "register_gradcam_hooks(model.features)"),),
-        _fails("grad_cam"),
-        "always hooks `model.features`, whatever `layer` is",
-    ),
-    Mutation(
-        "train_mode", "grad_cam",
-        (("    model.eval()\n    device", "    model.train()\n    device"),),
-        _fails("grad_cam"),
-        "puts the model in training mode to get gradients (batch norm then uses the batch statistics)",
-    ),
-    # --- top_and_least -------------------------------------------------------------------------
-    Mutation(
-        "topk_ascending", "top_and_least",
-        (("torch.topk(scores, k).indices.tolist()", "scores.argsort()[-k:].tolist()"),),
-        _fails("top_and_least"),
-        "the k best classes in increasing order of score",
-    ),
-    Mutation(
-        "least_is_best", "top_and_least",
-        (("int(scores.argmin())", "int(scores.argmax())"),),
-        _fails("top_and_least"),
-        "the 'least likely' class is the most likely one",
-    ),
-    Mutation(
-        "least_class_missing", "top_and_least",
-        (("    return [int(idx) for idx in best] + [least]\n", "    return [int(idx) for idx in best]\n"),),
-        _fails("top_and_least"),
-        "forgets the least likely class; `show_grad_cam`, right in itself, then draws three panels, and is "
-        "checked with the grader's own `top_and_least` (a bug is charged once)",
-    ),
-    # --- show_grad_cam -------------------------------------------------------------------------
-    Mutation(
-        "panels_reversed", "show_grad_cam",
-        (("    classes = top_and_least(scores)\n", "    classes = top_and_least(scores)[::-1]\n"),),
-        _fails("show_grad_cam"),
-        "the panels in the reverse order (least likely first)",
-    ),
-    Mutation(
-        "three_panels", "show_grad_cam",
-        (("    classes = top_and_least(scores)\n", "    classes = top_and_least(scores)[:3]\n"),),
-        _fails("show_grad_cam"),
-        "forgets the least likely class",
-    ),
-    Mutation(
-        "same_heatmap_everywhere", "show_grad_cam",
-        (("        heatmap = grad_cam(model, image, idx, layer)\n",
-          "        heatmap = grad_cam(model, image, classes[0], layer)\n"),),
-        _fails("show_grad_cam"),
-        "every panel shows the heatmap of the most likely class (the titles are right)",
-    ),
-)
-"""The buggy submissions; each must lose exactly the points of ``fails``."""
 
 
 _HOOKS_MIXED = '''\
@@ -517,7 +293,7 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "hooks_constant_grad_cam_without_model",
         {"register_gradcam_hooks": _HOOKS_CONSTANT, "grad_cam": _GRAD_CAM_WITHOUT_MODEL},
-        _fails("register_gradcam_hooks", "grad_cam"),
+        failing("register_gradcam_hooks", "grad_cam"),
         "hooks that return constant tensors and no handle, and a `grad_cam` that builds its map from them "
         "without running the model: no Grad-CAM in it, so `grad_cam` earns nothing (with the grader's hooks it "
         "fails too); `show_grad_cam` is checked with the grader's `grad_cam`",
@@ -525,19 +301,19 @@ REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "show_blank_panels",
         {"show_grad_cam": _SHOW_BLANK},
-        _fails("show_grad_cam"),
+        failing("show_grad_cam"),
         "four blank panels (`imshow` of zeros) titled with the right class names",
     ),
     Rewrite(
         "show_heatmap_under_photo",
         {"show_grad_cam": _SHOW_HEATMAP_UNDER_PHOTO},
-        _fails("show_grad_cam"),
+        failing("show_grad_cam"),
         "draws the heatmap, then the opaque photo over it: no heatmap can be seen",
     ),
     Rewrite(
         "reads_the_graders_code",
         {"register_gradcam_hooks": _HOOKS_CONSTANT, "grad_cam": _GRAD_CAM_LEAKING, "show_grad_cam": _SHOW_LEAKING},
-        _fails("register_gradcam_hooks", "grad_cam", "show_grad_cam"),
+        failing("register_gradcam_hooks", "grad_cam", "show_grad_cam"),
         "broken hooks, so that `grad_cam` and `show_grad_cam` are called with the grader's code in place; they "
         "read it (its names) and put it in an error, a title and files for later calls: none of it may reach "
         "the feedback (the validity tests look for `LEAKED<`)",

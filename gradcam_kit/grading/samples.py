@@ -3,7 +3,8 @@
 * :func:`solution_notebook`: the release notebook with every stub replaced by the source
   notebook's solution code (what a perfect student hands in);
 * the untouched release (every graded function still raises ``NotImplementedError``);
-* the buggy, correct and dishonest submissions of :mod:`gradcam_kit.grading.sample_corpus`
+* the buggy, correct and dishonest submissions of :mod:`gradcam_kit.grading.sample_mutations` and
+  :mod:`gradcam_kit.grading.sample_corpus`
   (``MUTATIONS``, ``VARIANTS``, ``REWRITES``), each with the tests it must fail.
 
 The demo and the kit's validity tests (``tests/test_autograder_*.py``) grade these. A mutation
@@ -25,7 +26,8 @@ from nbformat import NotebookNode
 from gradcam_kit.contract import GRADED_FUNCTIONS, test_name
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.sample_corpus import MUTATIONS, REWRITES, VARIANTS, Mutation
+from gradcam_kit.grading.sample_corpus import REWRITES, VARIANTS
+from gradcam_kit.grading.sample_mutations import MUTATIONS, Mutation
 
 __all__ = [
     "ALL_TESTS",
