@@ -252,4 +252,4 @@ def test_every_module_declared_outside_grading_exists():
     assert sorted(name for name in fingerprint.OUTSIDE_GRADING if not (package / name).is_file()) == []
     judged = {path.relative_to(package).as_posix() for path in fingerprint.engine_files()}
     assert not {"grading/samples.py", "grading/sample_corpus.py", "grading/sample_mutations.py", "grading/mutator.py",
-                "grading/styles.py"} & judged
+                "grading/styles.py", "grading/typical_bugs.py"} & judged

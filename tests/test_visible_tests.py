@@ -3,7 +3,7 @@
 * Never stricter than the judge: the solution, every correct submission of
   ``sample_corpus.VARIANTS`` and every correct style of ``styles.CORRECT`` pass the visible tests of
   the functions they write, and the judge gives each of them full marks.
-* Catching the typical bugs before submission: each bug of ``styles.BUGS`` is run through the
+* Catching the typical bugs before submission: each bug of ``typical_bugs.BUGS`` is run through the
   visible test of its function; the share reported must reach 80% (the rate is printed, bug by
   bug). The judge rejects every one of them (they are bugs).
 * Bugs and misunderstandings that used to pass, or to fail for the wrong reason, on the release
@@ -26,7 +26,7 @@ import nbformat
 import pytest
 
 from gradcam_kit.course import NOTEBOOK
-from gradcam_kit.grading import sample_corpus, samples, styles
+from gradcam_kit.grading import sample_corpus, samples, styles, typical_bugs
 from visible import FUNCTIONS, notebook_namespace, run_visible, visible_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,18 +90,18 @@ def test_every_function_has_several_correct_styles():
 def test_typical_bugs_are_reported_by_a_visible_test(namespace, tests, capsys):
     """The rate of typical bugs that the visible test of their function reports (target 80%)."""
     results = {bug.name: run_visible(namespace, tests[f"test_{bug.function}"], {bug.function: bug.source})
-               for bug in styles.BUGS}
+               for bug in typical_bugs.BUGS}
     caught = [name for name, result in results.items() if not result.passed]
     asserted = [name for name, result in results.items() if result.asserted]
     lines = [f"{'caught' if not results[b.name].passed else 'MISSED':<7} {b.function:<23} {b.family:<14} "
-             f"{b.name:<32} {results[b.name].error[:90]}" for b in styles.BUGS]
-    rate = len(caught) / len(styles.BUGS)
-    families = sorted({b.family for b in styles.BUGS})
+             f"{b.name:<32} {results[b.name].error[:90]}" for b in typical_bugs.BUGS]
+    rate = len(caught) / len(typical_bugs.BUGS)
+    families = sorted({b.family for b in typical_bugs.BUGS})
     with capsys.disabled():
-        print(f"\ntypical bugs reported by a visible test: {len(caught)}/{len(styles.BUGS)} = {rate:.0%} "
+        print(f"\ntypical bugs reported by a visible test: {len(caught)}/{len(typical_bugs.BUGS)} = {rate:.0%} "
               f"({len(asserted)} by an assertion of the test, the others by an error), "
               f"{len(families)} families\n" + "\n".join(lines))
-    assert set(families) == set(styles.FAMILIES), "every family of typical mistakes has a bug"
+    assert set(families) == set(typical_bugs.FAMILIES), "every family of typical mistakes has a bug"
     assert rate >= CATCH_TARGET, [name for name in results if name not in caught]
 
 
@@ -127,7 +127,7 @@ def test_typical_bugs_are_reported_by_a_visible_test(namespace, tests, capsys):
     ("show_reversed", "should name, in this order"),
 ])
 def test_the_message_names_the_mistake(namespace, tests, bug, words):
-    (found,) = [b for b in styles.BUGS if b.name == bug]
+    (found,) = [b for b in typical_bugs.BUGS if b.name == bug]
     result = run_visible(namespace, tests[f"test_{found.function}"], {found.function: found.source})
     assert result.asserted and words in result.error, result.error
 
@@ -154,7 +154,7 @@ DRIVERS = ("register_gradcam_hooks", "grad_cam", "show_grad_cam")
 LEAVES = ("channel_weights", "weighted_cam", "upsample_normalize", "top_and_least")
 
 
-def pack_bugs() -> list[dict[str, styles.Bug]]:
+def pack_bugs() -> list[dict[str, typical_bugs.Bug]]:
     """The bugs, a few per notebook, so that each bugged function fails for its own bug alone.
 
     A notebook holds at most one bug per function. The judge never replaces the student's hooks,
@@ -162,8 +162,8 @@ def pack_bugs() -> list[dict[str, styles.Bug]]:
     verified); a ``show_grad_cam`` bug goes with no ``top_and_least`` bug (its titles may follow the
     student's own order) and with a ``grad_cam`` bug only if that one returns a map that draws.
     """
-    by_function = {name: [b for b in styles.BUGS if b.function == name] for name in FUNCTIONS}
-    notebooks: list[dict[str, styles.Bug]] = [{"register_gradcam_hooks": b} for b in by_function["register_gradcam_hooks"]]
+    by_function = {name: [b for b in typical_bugs.BUGS if b.function == name] for name in FUNCTIONS}
+    notebooks: list[dict[str, typical_bugs.Bug]] = [{"register_gradcam_hooks": b} for b in by_function["register_gradcam_hooks"]]
     drawable = [b for b in by_function["grad_cam"] if b.name != "grad_cam_batch_dimension_kept"]
     others = [b for b in by_function["grad_cam"] if b not in drawable]
     shows = list(by_function["show_grad_cam"])
@@ -196,7 +196,7 @@ def pack_styles() -> list[dict[str, str]]:
 
 def test_the_packing_keeps_each_bug_alone_in_its_function():
     packed = pack_bugs()
-    assert sorted(b.name for nb in packed for b in nb.values()) == sorted(b.name for b in styles.BUGS)
+    assert sorted(b.name for nb in packed for b in nb.values()) == sorted(b.name for b in typical_bugs.BUGS)
     for notebook in packed:
         if "register_gradcam_hooks" in notebook:
             assert not {"grad_cam", "show_grad_cam"} & set(notebook)
@@ -217,7 +217,7 @@ def judged(course, tmp_path_factory):
     for index, bugs in enumerate(pack_bugs()):
         plan[f"bugs_{index}"] = ("bugs", bugs)
     # a helper's bug alone: the judge's remark on grad_cam, true of its five cases, is said once
-    (alone,) = [bug for bug in styles.BUGS if bug.name == "upsample_align_corners"]
+    (alone,) = [bug for bug in typical_bugs.BUGS if bug.name == "upsample_align_corners"]
     plan["helper_bug_alone"] = ("bugs", {alone.function: alone})
     paths = []
     for name, (kind, content) in plan.items():

@@ -50,7 +50,7 @@ OUTSIDE_GRADING = frozenset({
     "grading/exploration.py", "worker/exploration.py",
     # the kit's tests of the judge: sample submissions, students' styles, the mutator
     "grading/samples.py", "grading/sample_corpus.py", "grading/sample_mutations.py", "grading/styles.py",
-    "grading/mutator.py",
+    "grading/typical_bugs.py", "grading/mutator.py",
     "grading/mutation_operators.py", "grading/mutant_verdicts.py", "grading/judge_runs.py",
     # packages' docstrings
     "host/__init__.py", "worker/__init__.py", "wire/__init__.py",
