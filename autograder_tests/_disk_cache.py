@@ -41,8 +41,9 @@ class DiskCache:
     Notes
     -----
     A key is a tuple of plain values (strings, ints, frozen dataclasses of them such as
-    ``ModelSpec``, ``ImageRef`` and ``Case``), whose ``repr`` is deterministic and names every
-    field: two keys have the same file only when they are equal.
+    ``ModelSpec``, ``ImageRef`` and ``Case``). The file's name hashes the key's ``repr``, which is
+    the same in every process and names every field: keys that differ in any field (an image at
+    another size, say) have different files.
     """
 
     def __init__(self, folder: Path, fingerprint: str) -> None:
