@@ -1,23 +1,13 @@
 """The Grad-CAM cases that several checks share (models, images, classes, layers).
 
 Each case is built from the references (:class:`~autograder_tests._reference.References`), which
-choose a class that is not the argmax where that matters; see ``_reference`` for the images.
+choose a class that is not the argmax where that matters; see ``_inputs`` for the models and images.
 """
 
 from __future__ import annotations
 
-from ._reference import (
-    CATS,
-    DENSENET,
-    EFFICIENTNET,
-    EFFICIENTNET_LAYER,
-    RESNET,
-    SECOND_DOG,
-    WOMAN_DOG,
-    Case,
-    References,
-    resized,
-)
+from ._inputs import CATS, DENSENET, EFFICIENTNET, EFFICIENTNET_LAYER, RESNET, SECOND_DOG, WOMAN_DOG, Case
+from ._reference import References
 
 __all__ = ["OTHER_SIZE", "block3_case", "call_text", "features_case", "grad_cam_cases"]
 
@@ -42,7 +32,7 @@ def grad_cam_cases(refs: References) -> list[tuple[str, Case]]:
         ("the output of `features` (7x7 maps, upsampled to 224x224)", features_case(refs)),
         ("an intermediate layer", block3_case(refs)),
         ("ResNet-18, on an image of another size than 224x224",
-         refs.distinct_class(RESNET, resized(SECOND_DOG, *OTHER_SIZE), "layer4")),
+         refs.distinct_class(RESNET, SECOND_DOG.resized(*OTHER_SIZE), "layer4")),
         ("a model whose softmax and raw-score maps differ", refs.contrast_case()),
         ("a pretrained EfficientNet-Lite0", refs.distinct_class(EFFICIENTNET, CATS, EFFICIENTNET_LAYER)),
     ]

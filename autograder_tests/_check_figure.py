@@ -20,8 +20,9 @@ from gradcam_kit.wire.frames import LayerRef
 
 from . import _figures
 from ._charge_once import charge_once, with_grader_helpers
+from ._inputs import CATS, DENSENET
 from ._judge import Judge
-from ._reference import CATS, DENSENET, References
+from ._reference import References
 
 __all__ = [
     "FIGURE_LAYER",

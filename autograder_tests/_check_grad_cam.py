@@ -2,7 +2,7 @@
 
 The student's ``grad_cam`` runs in the worker on each case of ``_cases.grad_cam_cases``; its map
 is compared with the reference maps of the three conventions (``References.maps``), within the
-tolerance ``References.map_tolerance`` derived in ``_reference``. A wrong case is decided by the
+tolerance ``References.map_tolerance`` (see ``_tolerances``). A wrong case is decided by the
 charge-once rule (``_charge_once``) when helpers of ``grad_cam`` are broken. The judge keeps the
 student's map of the first case, beside the reference it is closest to, for the feedback page.
 """
@@ -20,8 +20,10 @@ from gradcam_kit.wire.frames import LayerRef
 
 from ._cases import call_text, features_case, grad_cam_cases
 from ._charge_once import charge_once, with_grader_helpers
+from ._inputs import Case
 from ._judge import Judge, TensorValue, returned_tensor
-from ._reference import Case, References, min_distance
+from ._reference import References
+from ._tolerances import min_distance
 
 __all__ = ["SCALE_SLACK", "check_grad_cam", "grad_cam_verdict", "likely_mistakes", "map_error"]
 

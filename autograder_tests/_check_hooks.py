@@ -13,8 +13,9 @@ from gradcam_kit.contract import CONVENTIONS
 from gradcam_kit.grading.feedback import CheckFailure, array_summary, fmt_shape, fmt_value
 
 from ._cases import block3_case, features_case
+from ._inputs import Case
 from ._judge import Judge, as_tensor
-from ._reference import FORWARD_RELATIVE, Case
+from ._tolerances import FORWARD_RELATIVE
 
 __all__ = ["HOOK_OUTLIERS", "HOOK_RELATIVE", "check_register_gradcam_hooks", "tensors_agree"]
 

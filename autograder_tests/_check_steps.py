@@ -3,7 +3,7 @@
 
 Each calls the student's function in the worker on arrays (random ones, then DenseNet's real
 activations and gradients), and compares with the definition computed here in float64. Every
-tolerance is derived from float32 arithmetic (``u = 2**-24``, see ``_reference``) and stated
+tolerance is derived from float32 arithmetic (``u = 2**-24``, see ``_tolerances``) and stated
 next to its use.
 """
 
@@ -19,7 +19,7 @@ from gradcam_kit.grading.feedback import CheckFailure, array_summary, fmt_shape,
 
 from ._cases import features_case
 from ._judge import Judge, expect_shape, returned_tensor
-from ._reference import U32
+from ._tolerances import U32
 
 __all__ = [
     "RESAMPLINGS",

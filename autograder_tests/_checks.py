@@ -18,7 +18,7 @@ matched...), possibly empty. The checks live by group:
 and the rule that charges a bug once (the grader's helpers in place of broken ones) is
 ``_charge_once``. :data:`CHECKS` follows :data:`gradcam_kit.contract.GRADED_FUNCTIONS`.
 
-Every tolerance is derived from float32 arithmetic (see ``_reference``'s module docstring for the
+Every tolerance is derived from float32 arithmetic (see ``_tolerances``' module docstring for the
 notation: ``u = 2**-24``); each is stated next to its use.
 """
 
@@ -33,8 +33,9 @@ from . import _check_figure, _check_grad_cam, _check_hooks, _check_steps
 from ._cases import features_case, grad_cam_cases
 from ._check_figure import FIGURE_LAYER, figure_classes
 from ._check_grad_cam import likely_mistakes
+from ._inputs import CATS, DENSENET
 from ._judge import Judge
-from ._reference import CATS, DENSENET, References
+from ._reference import References
 
 __all__ = ["CHECKS", "prepare_references"]
 

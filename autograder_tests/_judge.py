@@ -38,7 +38,8 @@ from gradcam_kit.host.session import WorkerSession
 from gradcam_kit.safe_text import shown_line
 from gradcam_kit.wire.failures import RETRIED_FAILURES, Failure
 
-from ._reference import Case, References
+from ._inputs import Case
+from ._reference import References
 from ._substitutes import SOURCES
 
 # A call that ends with one of RETRIED_FAILURES (the worker itself failed, not a Python exception in
@@ -201,8 +202,9 @@ class Judge:
         """The heatmap of the feedback page, in the artifacts folder.
 
         ``heatmap.npz`` (:data:`HEATMAP_NPZ`): ``image`` (3, H, W), ``reference`` and ``student``
-        (H, W), and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name``,
-        ``class_idx``, ``class_name`` and ``weights`` (the weights policy of the models). With ``case``, also
+        (H, W), and, with ``case``, what the maps are of: ``arch``, ``layer``, ``image_name`` (the course
+        image's file name), ``class_idx``, ``class_name`` and ``weights`` (the weights policy of the
+        models). With ``case``, also
         ``heatmap.png`` (:data:`HEATMAP_PNG`): the student's map beside the reference, over the
         picture (``reports.comparison_png``). Recorded in :attr:`artifacts` as ``heatmap`` and
         ``heatmap_png``; a file that cannot be made is left out (the traceback goes to the log).
@@ -211,8 +213,8 @@ class Judge:
             return
         arrays = {"image": np.asarray(image, dtype=np.float32), "reference": np.asarray(reference, dtype=np.float32)}
         if case is not None:
-            arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer), image_name=np.array(case.image),
-                          class_idx=np.array(int(case.class_idx)),
+            arrays.update(arch=np.array(case.spec.arch), layer=np.array(case.layer),
+                          image_name=np.array(case.image.name), class_idx=np.array(int(case.class_idx)),
                           class_name=np.array(self.refs.class_names()[int(case.class_idx)]),
                           weights=np.array(case.spec.weights or weights_policy()))
         if student is not None and student.shape == reference.shape:

@@ -1,42 +1,24 @@
-"""The judge's side: images, models and reference values, computed once.
+"""The judge's side: reference values, computed once, on the judge's own copy of each model.
 
 Everything here runs in the judge's process, on the judge's own copy of each model
 (:func:`gradcam_kit.worker.models.build_model`, the same function the worker uses, so the same
 weights). Nothing here is sent to the worker.
 
 Reference values depend only on the course, the weights policy and the case (model, image, class,
-layer), never on the submission. :class:`References` keeps them in a module-level cache, so that
-a process grading several submissions (``python -m autograder_tests``) computes each of them once,
-and, when given a folder (``--reference-cache`` or ``$GRADCAM_REFERENCE_CACHE``), also on disk,
-so that separate judge processes share them. The disk entries are keyed by a fingerprint of
-everything they depend on (the answer key, the reference, the model builders, the helper module,
-the weights policy and file, the images, torch's version).
-
-Tolerances
-----------
-All arithmetic is float32, whose unit roundoff is ``u = 2**-24 ~ 6e-8``. Two correct programs that
-compute the same sum of ``n`` terms in different orders differ by at most about ``n * u`` times the
-sum of the terms' absolute values (the classical bound for recursive summation; blocked or
-pairwise summation does better). Each tolerance in the checks is that bound for the operation at
-hand, stated where it is used, with two more effects:
-
-* the worker and the judge run the same model in different processes, possibly with another
-  number of threads, hence another order of summation inside the convolutions. Over DenseNet-121
-  this changes activations and gradients by about ``3e-7`` of their scale (measured);
-  :data:`FORWARD_RELATIVE` allows ``1e-5``.
-* a normalised map ``(m - min) / (max - min)`` divides errors by the map's range: an error bound on
-  ``m`` relative to the size of its terms becomes, on the normalised map, that bound times
-  ``kappa = max_pixel(sum_k |alpha_k A_k|) / (max m - min m)``, computed for each case.
+layer; ``_inputs``), never on the submission. :class:`References` keeps them in a module-level
+cache, so that a process grading several submissions (``python -m autograder_tests``) computes each
+of them once, and, when given a folder (``--reference-cache`` or ``$GRADCAM_REFERENCE_CACHE``),
+also on disk (``_disk_cache``), so that separate judge processes share them. The tolerances that
+compare a student's values with these are derived in ``_tolerances``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -44,31 +26,16 @@ from torch import nn
 
 from gradcam_kit.contract import CONVENTIONS, REFERENCE_CACHE_ENV, weights_policy
 from gradcam_kit.course import Course, load_module_from
-from gradcam_kit.fsutil import write_atomically
 from gradcam_kit.grading.reference_cache import wait_for_preparation
 from gradcam_kit.wire.frames import ModelSpec
 from gradcam_kit.worker.models import CONTRAST_DOMINANT_CLASS, build_model
 
-U32 = 2.0**-24
-"""float32 unit roundoff."""
-FORWARD_RELATIVE = 1e-5
-"""Allowed relative difference between two processes' forward/backward passes (measured: 3e-7)."""
+from ._disk_cache import DiskCache, fingerprint
+from ._inputs import CATS, CONTRAST, Case, ImageRef
+from ._tolerances import FORWARD_RELATIVE, MAP_MARGIN, U32, min_distance
 
-DENSENET = ModelSpec("densenet121")
-RESNET = ModelSpec("resnet18")
-CONTRAST = ModelSpec("densenet121", head="contrast")
-EFFICIENTNET = ModelSpec("efficientnet_lite0")
-EFFICIENTNET_LAYER = "head_activation"
-"""``gradcam_kit.efficientnet.GRADCAM_LAYER``: (N, 1280, 7, 7), nothing in place after it."""
+__all__ = ["CANDIDATE_RANKS", "CaptureArrays", "References", "use_judge_threads"]
 
-CATS = "2637374064_fab14ec0b8.jpg"
-"""Two cats: pretrained models predict Egyptian cat, tabby, tiger cat."""
-WOMAN_DOG = "2068921624_ef0986de13.jpg"
-SECOND_DOG = "3633949157_f577605ea9.jpg"
-
-MAP_MARGIN = 0.25
-"""Two maps (in [0, 1]) count as clearly different when they differ by this much somewhere:
-over 100 times the largest tolerance on a map (about 2e-3)."""
 CANDIDATE_RANKS = (2, 1, 3, 4, 5, 6)
 """Ranks of the classes tried, in order, when a case needs a class that is not the argmax."""
 
@@ -76,32 +43,6 @@ _CACHE: dict[tuple, dict] = {}
 """In-memory reference values by (course root, weights policy); see :class:`References`."""
 _MODELS: dict[tuple, nn.Module] = {}
 """One model per (course root, weights policy, spec); see :meth:`References.model`."""
-
-
-@dataclass(frozen=True)
-class Case:
-    """One Grad-CAM situation: a model, an image, a class, a layer."""
-
-    spec: ModelSpec
-    image: str
-    class_idx: int
-    layer: str
-
-    def describe(self) -> str:
-        """In the student's words, e.g. ``densenet121, class 162 at `features`, image 26...jpg``."""
-        model = self.spec.arch + (" with a special classifier head" if self.spec.head else "")
-        name, _, size = self.image.partition(RESIZED)
-        image = f"image {name}" + (f" resized to {size} pixels" if size else "")
-        return f"{model}, class {self.class_idx}, layer `{self.layer}`, {image}"
-
-
-RESIZED = "@"
-"""``NAME@HxW`` names the course image NAME, preprocessed, then resized to H x W (:func:`resized`)."""
-
-
-def resized(image: str, height: int, width: int) -> str:
-    """The name under which :meth:`References.image` gives ``image`` resized to ``height x width``."""
-    return f"{image}{RESIZED}{height}x{width}"
 
 
 @dataclass(frozen=True)
@@ -135,59 +76,6 @@ def use_judge_threads() -> None:
     """Run torch on one thread, as the worker does: both then sum in the same order, and the same
     model gives bitwise the same activations and gradients in both processes."""
     torch.set_num_threads(1)
-
-
-# ------------------------------------------------------------------------------------------------
-# the disk cache
-# ------------------------------------------------------------------------------------------------
-class DiskCache:
-    """Reference arrays in ``folder``, one ``.npz`` per entry, keyed by ``fingerprint`` and the key.
-
-    Entries are written atomically (temporary file, then rename), so judges running side by side
-    may share the folder; a damaged entry is recomputed.
-    """
-
-    def __init__(self, folder: Path, fingerprint: str) -> None:
-        self.folder = folder
-        self.fingerprint = fingerprint
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: tuple) -> Path:
-        digest = hashlib.sha256(f"{self.fingerprint}|{key!r}".encode()).hexdigest()
-        return self.folder / f"{digest[:40]}.npz"
-
-    def get(self, key: tuple) -> dict[str, np.ndarray] | None:
-        try:
-            with np.load(self._path(key), allow_pickle=False) as data:
-                return {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError):
-            return None
-
-    def put(self, key: tuple, arrays: Mapping[str, np.ndarray]) -> None:
-        write_atomically(self._path(key), lambda stream: np.savez(stream, **arrays),  # type: ignore[arg-type]
-                         durable=False)
-
-
-def fingerprint(course: Course) -> str:
-    """What every reference value depends on, besides its case."""
-    import gradcam_kit.efficientnet as efficientnet
-    import gradcam_kit.worker.models as models
-
-    digest = hashlib.sha256()
-    files = [course.solutions_dir / "answer_key.py", course.reference_module, course.helper_module,
-             Path(models.__file__), Path(efficientnet.__file__)]
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    policy = weights_policy()
-    digest.update(f"policy={policy}|torch={torch.__version__}".encode())
-    if Path(policy).expanduser().is_file():
-        info = Path(policy).expanduser().stat()
-        digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
-    for name in sorted({CATS, WOMAN_DOG, SECOND_DOG}):
-        path = course.images_dir / name
-        if path.is_file():
-            digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,32 +158,30 @@ class References:
         return value
 
     # -- inputs ----------------------------------------------------------------------------
-    def image(self, name: str) -> np.ndarray:
-        """The course image ``name``, preprocessed: float32 (1, 3, 224, 224); for a name made by
-        :func:`resized`, that image resized (bilinear, antialiased) to (1, 3, H, W)."""
+    def image(self, image: ImageRef) -> np.ndarray:
+        """The course image ``image.name``, preprocessed: float32 (1, 3, 224, 224); with an
+        ``image.size`` (H, W), that image resized (bilinear, antialiased) to (1, 3, H, W)."""
         def compute() -> dict[str, np.ndarray]:
-            base, _, size = name.partition(RESIZED)
-            if size:
-                height, width = (int(side) for side in size.split("x"))
-                batch = torch.nn.functional.interpolate(torch.from_numpy(self.image(base)), size=(height, width),
+            if image.size is not None:
+                batch = torch.nn.functional.interpolate(torch.from_numpy(self.image(image.original)), size=image.size,
                                                         mode="bilinear", align_corners=False, antialias=True)
             else:
-                batch = self.tp2_utils.load_batch([self.course.images_dir / name])
+                batch = self.tp2_utils.load_batch([self.course.images_dir / image.name])
             return {"image": batch.numpy().astype(np.float32)}
 
-        return self._arrays(("image", name), compute)["image"]
+        return self._arrays(("image", image), compute)["image"]
 
-    def picture(self, name: str) -> np.ndarray:
-        """The course image ``name`` as shown: float32 (H, W, 3) in [0, 1] (``tp2_utils.denormalize``
+    def picture(self, image: ImageRef) -> np.ndarray:
+        """The course ``image`` as shown: float32 (H, W, 3) in [0, 1] (``tp2_utils.denormalize``
         of :meth:`image`), for the heatmap the judge draws."""
         def compute() -> dict[str, np.ndarray]:
-            shown = self.tp2_utils.denormalize(torch.from_numpy(self.image(name))[0])
+            shown = self.tp2_utils.denormalize(torch.from_numpy(self.image(image))[0])
             return {"picture": shown.permute(1, 2, 0).numpy().astype(np.float32)}
 
-        return self._arrays(("picture", name), compute)["picture"]
+        return self._arrays(("picture", image), compute)["picture"]
 
     # -- reference values ------------------------------------------------------------------
-    def scores(self, spec: ModelSpec, image: str) -> np.ndarray:
+    def scores(self, spec: ModelSpec, image: ImageRef) -> np.ndarray:
         """Raw class scores (C,) of ``image``."""
         def compute() -> dict[str, np.ndarray]:
             with torch.no_grad():
@@ -303,7 +189,7 @@ class References:
 
         return self._arrays(("scores", spec, image), compute)["scores"]
 
-    def ranked_classes(self, spec: ModelSpec, image: str) -> list[int]:
+    def ranked_classes(self, spec: ModelSpec, image: ImageRef) -> list[int]:
         """Class indices by decreasing score (no ties in practice: scores are float32 sums)."""
         return [int(i) for i in np.argsort(-self.scores(spec, image), kind="stable")]
 
@@ -317,12 +203,12 @@ class References:
         arrays = self._arrays(("capture", case), compute)
         return CaptureArrays(**arrays)
 
-    def in_place(self, spec: ModelSpec, image: str, layer: str) -> bool:
+    def in_place(self, spec: ModelSpec, image: ImageRef, layer: str) -> bool:
         """Whether the model modifies ``layer``'s output in place (then the conventions differ)."""
         top = self.ranked_classes(spec, image)[0]
         return self.capture(Case(spec, image, top, layer)).modified_in_place
 
-    def class_maps(self, spec: ModelSpec, image: str, layer: str,
+    def class_maps(self, spec: ModelSpec, image: ImageRef, layer: str,
                    classes: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
         """Normalised reference maps (H, W) of several classes, under each convention.
 
@@ -356,7 +242,8 @@ class References:
         """The normalised reference map (H, W) of ``case`` under each convention."""
         return self.class_maps(case.spec, case.image, case.layer, [case.class_idx])[case.class_idx]
 
-    def softmax_maps(self, spec: ModelSpec, image: str, layer: str, classes: Iterable[int]) -> dict[int, np.ndarray]:
+    def softmax_maps(self, spec: ModelSpec, image: ImageRef, layer: str,
+                     classes: Iterable[int]) -> dict[int, np.ndarray]:
         """The maps a program gets by explaining the softmax probability instead of the raw score."""
         classes = [int(c) for c in classes]
 
@@ -372,7 +259,7 @@ class References:
         return {c: arrays[str(c)] for c in classes}
 
     def kappa(self, case: Case) -> float:
-        """``max_pixel(sum_k |alpha_k A_k|) / range(L)`` at the layer's resolution (module doc).
+        """``max_pixel(sum_k |alpha_k A_k|) / range(L)`` at the layer's resolution (``_tolerances``).
 
         The largest over the three conventions, and at least 1: how much an error relative to the
         terms of the weighted sum grows once the map is normalised.
@@ -405,7 +292,7 @@ class References:
         return (2 * (k + h * w + 2) * U32 + FORWARD_RELATIVE) * self.kappa(case)
 
     # -- choosing the cases -----------------------------------------------------------------
-    def distinct_class(self, spec: ModelSpec, image: str, layer: str, exclude: Iterable[int] = ()) -> Case:
+    def distinct_class(self, spec: ModelSpec, image: ImageRef, layer: str, exclude: Iterable[int] = ()) -> Case:
         """A case whose class is not the argmax and whose map clearly differs from the argmax's.
 
         Every accepted map of the chosen class (any convention) differs by at least
@@ -443,9 +330,3 @@ class References:
 
 def _unreachable() -> dict[str, np.ndarray]:
     raise AssertionError("reference maps should have been computed already")
-
-
-def min_distance(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]) -> float:
-    """The smallest largest-absolute-difference between a map of ``first`` and one of ``second``."""
-    return min(float(np.abs(a.astype(np.float64) - b).max())
-               for a in first.values() for b in second.values() if a.shape == b.shape)

@@ -166,7 +166,8 @@ def test_the_real_maps_of_the_judges_case_are_told_apart(course, tmp_path_factor
     """On DenseNet's maps at `features` (random weights: the top two classes' maps are alike, their
     correlation near 0.9), the course overlay of one map still scores its own map far above the
     other classes' maps."""
-    from autograder_tests._reference import CATS, DENSENET, References
+    from autograder_tests._inputs import CATS, DENSENET
+    from autograder_tests._reference import References
 
     cache = tmp_path_factory.getbasetemp() / "gradcam-reference-cache"  # shared with the judge's tests
     cache.mkdir(exist_ok=True)

@@ -24,16 +24,10 @@ if str(REPO_ROOT) not in sys.path:  # the judge is a package at the course root
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder_tests import _check_figure, _check_grad_cam, _check_hooks, _check_steps
-from autograder_tests._reference import (
-    CATS,
-    CONVENTIONS,
-    DENSENET,
-    MAP_MARGIN,
-    WOMAN_DOG,
-    Case,
-    References,
-    min_distance,
-)
+from autograder_tests._inputs import CATS, DENSENET, WOMAN_DOG, Case
+from autograder_tests._reference import References
+from autograder_tests._tolerances import MAP_MARGIN, min_distance
+from gradcam_kit.contract import CONVENTIONS
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from autograder_tests import _judge, _substitutes
-from autograder_tests._reference import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG, References
+from autograder_tests._inputs import CATS, CONTRAST, DENSENET, RESNET, WOMAN_DOG
+from autograder_tests._reference import References
 from gradcam_kit import contract
 from gradcam_kit.grading.feedback import CheckFailure
 from gradcam_kit.host.outcomes import Outcome
