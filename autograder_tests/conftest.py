@@ -18,7 +18,7 @@ same model gives bitwise the same activations and gradients in both processes.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Iterator, cast
 
@@ -26,6 +26,7 @@ import pytest
 
 from gradcam_kit.contract import GRADED_FUNCTIONS, test_name
 from gradcam_kit.course import Course
+from gradcam_kit.grading.fingerprint import test_points
 from gradcam_kit.grading.notebook import read_submission
 from gradcam_kit.host.session import WorkerSession
 
@@ -52,17 +53,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def points_from_source(notebook: Path) -> dict[str, float]:
-    """``test_<function> -> points`` from the source notebook's test cells (the one place for points)."""
-    document = json.loads(notebook.read_text(encoding="utf-8"))
-    points: dict[str, float] = {}
-    for cell in document.get("cells", []):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        grade_id = meta.get("grade_id", "")
-        if meta.get("grade") and grade_id in TESTS:
-            points[grade_id] = float(meta.get("points", 0.0))
+    """``test_<function> -> points`` of the seven tests, in notebook order, from the source notebook's
+    test cells (the one place for points; read by :func:`~gradcam_kit.grading.fingerprint.test_points`).
+
+    Raises
+    ------
+    pytest.UsageError
+        Naming ``notebook``, when a graded test cell is missing or its points are not a finite number:
+        the judge grades nothing rather than give points it cannot count.
+    """
+    points = {name: value for name, value in test_points(notebook).items() if name in TESTS}
     missing = [name for name in TESTS if name not in points]
     if missing:
         raise pytest.UsageError(f"the source notebook {notebook} has no graded test cell {missing}")
+    wrong = [name for name, value in points.items() if not math.isfinite(value)]
+    if wrong:
+        raise pytest.UsageError(f"the source notebook {notebook}: the points of {wrong} are not a finite number")
     return points
 
 

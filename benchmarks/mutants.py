@@ -33,12 +33,13 @@ from pathlib import Path
 import nbformat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("GRADCAM_WEIGHTS", "random")
+from gradcam_kit.contract import GRADED_FUNCTIONS, WEIGHTS_ENV
+
+os.environ.setdefault(WEIGHTS_ENV, "random")
 
 from gradcam_kit.course import Course
 from gradcam_kit.grading import mutant_verdicts, mutator
 from gradcam_kit.grading.judge_runs import failed_tests, run_judges
-from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.grading.samples import release_notebook, solution_notebook, solution_sources, with_cells
 
 

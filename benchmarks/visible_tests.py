@@ -33,18 +33,18 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-os.environ.setdefault("GRADCAM_WEIGHTS", "random")
-
 import nbformat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from gradcam_kit.contract import GRADED_FUNCTIONS, IMAGES_DIR_ENV, SETUP_PREFIX, TEST_PREFIX, WEIGHTS_ENV, test_name
+
+os.environ.setdefault(WEIGHTS_ENV, "random")
+
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.grading.samples import solution_sources
 
-FUNCTIONS = ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize", "grad_cam",
-             "top_and_least", "show_grad_cam")
 TARGET_S = 20.0
 
 
@@ -54,9 +54,9 @@ def part1_notebook(release: nbformat.NotebookNode, source: nbformat.NotebookNode
     cells = []
     for cell in release.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
-        if grade_id.startswith("setup_") or grade_id.startswith("test_"):
+        if grade_id.startswith((SETUP_PREFIX, TEST_PREFIX)):
             cells.append(cell)
-        elif grade_id in FUNCTIONS:
+        elif grade_id in GRADED_FUNCTIONS:
             cells.append(nbformat.v4.new_code_cell(solutions[grade_id], metadata=cell.metadata))
     notebook = nbformat.v4.new_notebook(cells=cells, metadata=release.metadata)
     return notebook
@@ -85,9 +85,9 @@ def run(notebook: nbformat.NotebookNode, folder: Path, course: Course) -> dict[s
         start = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
         elapsed = (end - start).total_seconds()
-        if grade_id.startswith("setup_"):
+        if grade_id.startswith(SETUP_PREFIX):
             seconds["setup"] += elapsed
-        elif grade_id.startswith("test_"):
+        elif grade_id.startswith(TEST_PREFIX):
             seconds[grade_id] = elapsed
     return seconds
 
@@ -110,7 +110,7 @@ def main() -> int:
             at_revision(options.before, f"release/TP2_GradCAM/{NOTEBOOK}"),
             at_revision(options.before, f"source/TP2_GradCAM/{NOTEBOOK}")),
     }
-    os.environ["TP2_IMAGES_DIR"] = str(course.images_dir)
+    os.environ[IMAGES_DIR_ENV] = str(course.images_dir)
     load_before = load()
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in notebooks}
     with tempfile.TemporaryDirectory(prefix="visible-tests-") as scratch:
@@ -121,7 +121,7 @@ def main() -> int:
                 runs[name].append(run(notebook, folder, course))
     load_after = load()
 
-    tests = [f"test_{name}" for name in FUNCTIONS]
+    tests = [test_name(name) for name in GRADED_FUNCTIONS]
     medians = {name: {key: statistics.median(r[key] for r in rs) for key in ["setup", *tests]}
                for name, rs in runs.items()}
     totals = {name: sum(m[t] for t in tests) for name, m in medians.items()}
@@ -138,7 +138,7 @@ def main() -> int:
     print(f"\nnow: {totals[names[0]]:.2f} s, {ratio:.1f}x faster than before; target < {TARGET_S:.0f} s: "
           f"{'met' if met else 'NOT met'}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs, load average (1, 5, 15 min) "
-          f"{load_before} before and {load_after} after; GRADCAM_WEIGHTS={os.environ['GRADCAM_WEIGHTS']}")
+          f"{load_before} before and {load_after} after; {WEIGHTS_ENV}={os.environ[WEIGHTS_ENV]}")
     return 0 if met else 1
 
 

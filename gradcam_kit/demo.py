@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, TextIO
 
 from gradcam_kit.contract import WEIGHTS_ENV
-from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, Course
+from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, Course, GradesFolder
 from gradcam_kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -193,13 +193,13 @@ def run_demo(course: Course, scratch: str | Path | None = None, *, out: TextIO |
         status = grade_course(demo, workers=workers, force=True, out=out, show_paths=False,
                               isolation=available_isolation()[0], exploration=False)
 
-    feedback = demo.grades_dir / "feedback"
-    example = next((f"{s}.html" for s in samples if s.startswith("bug_")), "solution.html")
+    grades = GradesFolder(demo.grades_dir)
+    example = next((s for s in samples if s.startswith("bug_")), "solution")
     say("\n[4/4] Where to look:")
-    say(f"  feedback pages (tests, feedback, heatmap vs reference): {feedback}/<student>.html, "
-        f"e.g. {feedback / example}")
-    say(f"  histogram of the scores: {demo.grades_dir / f'{ASSIGNMENT}_scores.png'}")
-    say(f"  CSV of the points: {demo.grades_dir / f'{ASSIGNMENT}.csv'}")
+    say(f"  feedback pages (tests, feedback, heatmap vs reference): {grades.feedback('<student>')}, "
+        f"e.g. {grades.feedback(example)}")
+    say(f"  histogram of the scores: {grades.histogram}")
+    say(f"  CSV of the points: {grades.csv}")
     say(f"  nbgrader's gradebook: cd {folder} && nbgrader export   (or nbgrader formgrader)")
     say(f"Weights: {explanation}")
     say(f"Done in {time.monotonic() - started:.0f} s.")

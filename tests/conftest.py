@@ -18,6 +18,10 @@ from gradcam_kit.course import Course
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["fake_course"]
+"""The stand-in course's fixtures (``fake_course``, ``fake_course_template``, ``judge_log``) for the
+grading tests: one plugin, so that the course is released once per session."""
+
 
 @pytest.fixture(scope="session")
 def course() -> Course:

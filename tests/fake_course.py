@@ -1,5 +1,7 @@
 """A small stand-in course for the tests of ``gradcam-kit grade``: a fake course, fixtures, no tests.
 
+A plugin of the kit's tests (``pytest_plugins`` in ``tests/conftest.py``): its fixtures need no import.
+
 The real judge runs DenseNet-121 in a sandboxed worker: seconds per submission. Most grading
 tests are about the bookkeeping around it (gradebook, CSV, resume, failures), so they use this
 course instead: a notebook with the TP2 cell contract (two graded functions, their test cells
@@ -290,18 +292,10 @@ def build_fake_course(root: Path) -> Course:
     return Course.locate(root)
 
 
-_template: list[Path] = []
-
-
 @pytest.fixture(scope="session")
 def fake_course_template(tmp_path_factory) -> Path:
-    """The stand-in course, released once per test session (copy it before use).
-
-    (Modules that import this fixture each get their own; the course is built only once.)
-    """
-    if not _template:
-        _template.append(build_fake_course(tmp_path_factory.mktemp("fake-course") / "course").root)
-    return _template[0]
+    """The stand-in course, released once per test session (copy it before use)."""
+    return build_fake_course(tmp_path_factory.mktemp("fake-course") / "course").root
 
 
 @pytest.fixture

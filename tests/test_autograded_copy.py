@@ -28,7 +28,7 @@ from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.exploration import PNG_SIGNATURE, clean_png
 from gradcam_kit.grading.autograded_copy import WRAP_COLUMNS, annotate_tests, wrap_lines
 from gradcam_kit.release import generate_release
-from fake_course import fake_course, fake_course_template, read_json, submit
+from fake_course import read_json, submit
 
 SAFE_MIME = {"image/png", "text/plain"}
 EXPLORATION = ("part2_code", "part3_code", "part4_code")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK
-from fake_course import REPO_ROOT, fake_course, fake_course_template, nbgrader, submit
+from fake_course import REPO_ROOT, nbgrader, submit
 
 #: Every path of a course that holds student data, as the README lists them.
 STUDENT_DATA = ("submitted/", "autograded/", "feedback/", "downloaded/", "grades/", "grades.csv",

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fake_course import fake_course, fake_course_template, kit_env, submit
+from fake_course import kit_env, submit
 
 from gradcam_kit.course import ASSIGNMENT, GradesFolder
 from gradcam_kit.grading import reports

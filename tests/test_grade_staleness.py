@@ -21,17 +21,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fake_course import (
-    fake_course,
-    fake_course_template,
-    gradebook_scores,
-    judge_log,
-    kit_env,
-    nbgrader,
-    read_json,
-    runs,
-    submit,
-)
+from fake_course import gradebook_scores, kit_env, nbgrader, read_json, runs, submit
 
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
 from gradcam_kit.errors import KitError

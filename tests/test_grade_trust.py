@@ -16,13 +16,7 @@ import pytest
 from gradcam_kit.course import ASSIGNMENT, GradesFolder
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.host.isolation import available_isolation
-from fake_course import (
-    fake_course,
-    fake_course_template,
-    gradebook_scores,
-    kit_env,
-    submit,
-)
+from fake_course import gradebook_scores, kit_env, submit
 
 
 

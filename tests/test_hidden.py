@@ -13,16 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fake_course import (
-    REPO_ROOT,
-    fake_course,
-    fake_course_template,
-    gradebook_scores,
-    judge_log,
-    nbgrader,
-    runs,
-    submit,
-)
+from fake_course import REPO_ROOT, gradebook_scores, nbgrader, runs, submit
 
 from gradcam_kit import nbgrader_bridge as hidden
 from gradcam_kit.contract import HIDDEN_CACHE_ENV

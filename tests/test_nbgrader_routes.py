@@ -26,15 +26,7 @@ from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
 from gradcam_kit.grading.gradebook import NbgraderSettings
 from gradcam_kit.release import generate_release
-from fake_course import (
-    REPO_ROOT,
-    fake_course,
-    fake_course_template,
-    gradebook_scores,
-    kit_env,
-    submit,
-    tree_hashes,
-)
+from fake_course import REPO_ROOT, gradebook_scores, kit_env, submit, tree_hashes
 
 HIDDEN_CODE = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "run_hidden_test", "gradcam_kit.nbgrader_bridge")
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from gradcam_kit.contract import CALLS, GRADED_FUNCTIONS, helpers_of, test_name
 from gradcam_kit.course import NOTEBOOK
 from gradcam_kit.grading import sample_corpus, samples, styles, typical_bugs
-from visible import FUNCTIONS, notebook_namespace, run_visible, visible_tests
+from visible import notebook_namespace, run_visible, visible_tests
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,7 +43,7 @@ def release(course):
 @pytest.fixture(scope="module")
 def tests(release):
     found = visible_tests(release)
-    assert sorted(found) == sorted(f"test_{name}" for name in FUNCTIONS)
+    assert sorted(found) == sorted(test_name(name) for name in GRADED_FUNCTIONS)
     return found
 
 
@@ -61,10 +62,10 @@ def correct_styles() -> dict[str, dict[str, str]]:
 
 def check_style(namespace, tests, cells: dict[str, str]) -> dict[str, str]:
     """The failures of the visible tests of the functions in ``cells`` (all seven for the solution)."""
-    functions = [name for name in FUNCTIONS if name in cells] or list(FUNCTIONS)
+    functions = [name for name in GRADED_FUNCTIONS if name in cells] or list(GRADED_FUNCTIONS)
     failures = {}
     for name in functions:
-        result = run_visible(namespace, tests[f"test_{name}"], cells)
+        result = run_visible(namespace, tests[test_name(name)], cells)
         if not result.passed:
             failures[name] = result.error
     return failures
@@ -80,7 +81,8 @@ def test_every_correct_style_passes_the_visible_tests(namespace, tests, style):
 
 def test_every_function_has_several_correct_styles():
     written = [name for cells in correct_styles().values() for name in cells]
-    assert all(written.count(name) >= 2 for name in FUNCTIONS), {name: written.count(name) for name in FUNCTIONS}
+    counts = {name: written.count(name) for name in GRADED_FUNCTIONS}
+    assert all(count >= 2 for count in counts.values()), counts
     assert len(styles.CORRECT) >= 12
 
 
@@ -89,7 +91,7 @@ def test_every_function_has_several_correct_styles():
 # ----------------------------------------------------------------------------------------------
 def test_typical_bugs_are_reported_by_a_visible_test(namespace, tests, capsys):
     """The rate of typical bugs that the visible test of their function reports (target 80%)."""
-    results = {bug.name: run_visible(namespace, tests[f"test_{bug.function}"], {bug.function: bug.source})
+    results = {bug.name: run_visible(namespace, tests[test_name(bug.function)], {bug.function: bug.source})
                for bug in typical_bugs.BUGS}
     caught = [name for name, result in results.items() if not result.passed]
     asserted = [name for name, result in results.items() if result.asserted]
@@ -128,7 +130,7 @@ def test_typical_bugs_are_reported_by_a_visible_test(namespace, tests, capsys):
 ])
 def test_the_message_names_the_mistake(namespace, tests, bug, words):
     (found,) = [b for b in typical_bugs.BUGS if b.name == bug]
-    result = run_visible(namespace, tests[f"test_{found.function}"], {found.function: found.source})
+    result = run_visible(namespace, tests[test_name(found.function)], {found.function: found.source})
     assert result.asserted and words in result.error, result.error
 
 
@@ -150,8 +152,12 @@ def test_the_hooks_test_names_the_convention_it_saw(namespace, tests, convention
 # ----------------------------------------------------------------------------------------------
 # the judge agrees: every correct style earns full marks, every bug loses its function's points
 # ----------------------------------------------------------------------------------------------
-DRIVERS = ("register_gradcam_hooks", "grad_cam", "show_grad_cam")
-LEAVES = ("channel_weights", "weighted_cam", "upsample_normalize", "top_and_least")
+HOOKS = "register_gradcam_hooks"
+HOOK_USERS = tuple(name for name in GRADED_FUNCTIONS if HOOKS in helpers_of(name))
+"""``grad_cam`` and ``show_grad_cam``: they call the student's hooks, directly or not."""
+LEAVES = tuple(name for name in GRADED_FUNCTIONS if name not in CALLS and name != HOOKS)
+"""The graded functions that call no other (``contract.CALLS``), but the hooks: :func:`pack_bugs` places
+the bugs of the hooks and of the callers first, then these in the free slots."""
 
 
 def pack_bugs() -> list[dict[str, typical_bugs.Bug]]:
@@ -162,8 +168,8 @@ def pack_bugs() -> list[dict[str, typical_bugs.Bug]]:
     verified); a ``show_grad_cam`` bug goes with no ``top_and_least`` bug (its titles may follow the
     student's own order) and with a ``grad_cam`` bug only if that one returns a map that draws.
     """
-    by_function = {name: [b for b in typical_bugs.BUGS if b.function == name] for name in FUNCTIONS}
-    notebooks: list[dict[str, typical_bugs.Bug]] = [{"register_gradcam_hooks": b} for b in by_function["register_gradcam_hooks"]]
+    by_function = {name: [b for b in typical_bugs.BUGS if b.function == name] for name in GRADED_FUNCTIONS}
+    notebooks: list[dict[str, typical_bugs.Bug]] = [{HOOKS: b} for b in by_function[HOOKS]]
     drawable = [b for b in by_function["grad_cam"] if b.name != "grad_cam_batch_dimension_kept"]
     others = [b for b in by_function["grad_cam"] if b not in drawable]
     shows = list(by_function["show_grad_cam"])
@@ -198,8 +204,8 @@ def test_the_packing_keeps_each_bug_alone_in_its_function():
     packed = pack_bugs()
     assert sorted(b.name for nb in packed for b in nb.values()) == sorted(b.name for b in typical_bugs.BUGS)
     for notebook in packed:
-        if "register_gradcam_hooks" in notebook:
-            assert not {"grad_cam", "show_grad_cam"} & set(notebook)
+        if HOOKS in notebook:
+            assert not set(HOOK_USERS) & set(notebook)
         if "show_grad_cam" in notebook:
             assert "top_and_least" not in notebook
     assert sorted(n for nb in pack_styles() for n in nb) == sorted(n for s in styles.CORRECT for n in s.cells)
@@ -270,12 +276,12 @@ def test_the_judge_rejects_every_typical_bug(judged):
         if kind != "bugs":
             continue
         for function, bug in bugs.items():
-            outcome = results["tests"][f"test_{function}"]
+            outcome = results["tests"][test_name(function)]
             if outcome["outcome"] == "passed":
                 accepted[bug.name] = outcome["feedback"][:200]
-        others = {t for t, r in results["tests"].items() if r["outcome"] != "passed"} - {f"test_{f}" for f in bugs}
-        if "register_gradcam_hooks" in bugs:  # the judge never uses its own hooks: what needs the student's
-            others -= {"test_grad_cam", "test_show_grad_cam"}  # hooks may stay unverified, and earns nothing
+        others = {t for t, r in results["tests"].items() if r["outcome"] != "passed"} - {test_name(f) for f in bugs}
+        if HOOKS in bugs:  # the judge never uses its own hooks: what needs the student's
+            others -= {test_name(name) for name in HOOK_USERS}  # hooks may stay unverified, and earns nothing
         if others:
             wrongly_charged[name] = (sorted(others), [bug.name for bug in bugs.values()])
     assert set(accepted) <= set(JUDGE_GAPS), accepted

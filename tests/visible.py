@@ -24,8 +24,8 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt
 import nbformat
 
-FUNCTIONS = ("register_gradcam_hooks", "channel_weights", "weighted_cam", "upsample_normalize", "grad_cam",
-             "top_and_least", "show_grad_cam")
+from gradcam_kit.contract import GRADED_FUNCTIONS, IMAGES_DIR_ENV, SETUP_PREFIX, TEST_PREFIX
+
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 
 
@@ -41,7 +41,7 @@ def visible_tests(notebook) -> dict[str, str]:
     """``test_<function>`` -> the visible part of its test cell (all of it in a release notebook)."""
     tests = {}
     for grade_id, cell in cells_by_id(notebook).items():
-        if grade_id.startswith("test_"):
+        if grade_id.startswith(TEST_PREFIX):
             tests[grade_id] = cell.source.split(HIDDEN_BEGIN)[0].rstrip()
     return tests
 
@@ -54,20 +54,20 @@ def notebook_namespace(course, tp2_utils, setup_from) -> dict:
     namespace: dict = {"display": lambda *objects: None}
     source = nbformat.read(course.source_notebook, as_version=4)
     solutions = solution_sources(source)
-    old = os.environ.get("TP2_IMAGES_DIR")
-    os.environ["TP2_IMAGES_DIR"] = str(course.images_dir)
+    old = os.environ.get(IMAGES_DIR_ENV)
+    os.environ[IMAGES_DIR_ENV] = str(course.images_dir)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             for grade_id, cell in cells_by_id(setup_from).items():
-                if grade_id.startswith("setup_"):
+                if grade_id.startswith(SETUP_PREFIX):
                     exec(compile(cell.source, grade_id, "exec"), namespace)
-            for name in FUNCTIONS:
+            for name in GRADED_FUNCTIONS:
                 exec(compile(solutions[name], name, "exec"), namespace)
     finally:
         if old is None:
-            del os.environ["TP2_IMAGES_DIR"]
+            del os.environ[IMAGES_DIR_ENV]
         else:
-            os.environ["TP2_IMAGES_DIR"] = old
+            os.environ[IMAGES_DIR_ENV] = old
     return namespace
 
 

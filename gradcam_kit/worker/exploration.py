@@ -40,7 +40,7 @@ MAX_PNG_BYTES = 2 * 2**20
 DPI = 72
 
 
-class Capture:
+class CellOutputs:
     """What one cell shows, in order, within the budgets of the module docstring."""
 
     def __init__(self) -> None:
@@ -109,16 +109,16 @@ class Capture:
 
 
 class _Stream(io.TextIOBase):
-    """``sys.stdout`` / ``sys.stderr`` of the cell: into the capture."""
+    """``sys.stdout`` / ``sys.stderr`` of the cell: into its outputs."""
 
-    def __init__(self, capture: Capture, name: str) -> None:
-        self.capture, self.name_ = capture, name
+    def __init__(self, shown: CellOutputs, name: str) -> None:
+        self.shown, self.name_ = shown, name
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: Any) -> int:
-        return self.capture.write(self.name_, text)
+        return self.shown.write(self.name_, text)
 
 
 def _safe_repr(value: Any) -> str:
@@ -154,7 +154,7 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
     source_lines, code_lines = source.splitlines(True), code.splitlines(True)
     linecache.cache[filename] = (len(code), None, source_lines if len(source_lines) == len(code_lines)
                                  else code_lines, filename)
-    capture = Capture()
+    shown = CellOutputs()
     namespace = worker.namespace
     saved_streams, saved_show, saved_display = (sys.stdout, sys.stderr), plt.show, namespace.get("display")
     answer = Answer(True)
@@ -164,16 +164,16 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
         worker.reset_state()
         worker.send(running_event())
         started = time.perf_counter()
-        sys.stdout, sys.stderr = _Stream(capture, "stdout"), _Stream(capture, "stderr")
-        plt.show = lambda *args, **kwargs: capture.flush_figures()
-        namespace["display"] = capture.display
+        sys.stdout, sys.stderr = _Stream(shown, "stdout"), _Stream(shown, "stderr")
+        plt.show = lambda *args, **kwargs: shown.flush_figures()
+        namespace["display"] = shown.display
 
         def cell() -> None:
             exec(body, namespace)  # the student's cell, in the sandbox
             value = eval(last, namespace) if last is not None else None
             if value is not None and not (isinstance(value, Figure) and plt.fignum_exists(value.number)):
-                capture.display(value)  # an open figure is shown once, at the end, as Jupyter would
-            capture.flush_figures()
+                shown.display(value)  # an open figure is shown once, at the end, as Jupyter would
+            shown.flush_figures()
 
         worker.run_student(cell)
     except CallFailure as failure:
@@ -188,10 +188,10 @@ def run_exploration_cell(worker: CellRunner, request: ExploreRequest) -> Answer:
     answer.seconds = time.perf_counter() - started
     if not answer.ok and not answer.restart:  # what was drawn before the failure is kept too
         try:
-            worker.run_student(capture.flush_figures)
+            worker.run_student(shown.flush_figures)
         except CallFailure:  # a figure the student broke
             pass
-    answer.value = {"outputs": capture.result()}
+    answer.value = {"outputs": shown.result()}
     answer.observations = {}
     answer.restart = answer.restart or worker.after_call()
     return answer
