@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import nbformat
 
 from gradcam_kit.contract import GRADED_FUNCTIONS, IMAGES_DIR_ENV, SETUP_PREFIX, TEST_PREFIX
+from gradcam_kit.hidden_regions import remove_hidden_regions
 
-HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 
 
 def meta(cell) -> dict:
@@ -42,7 +42,7 @@ def visible_tests(notebook) -> dict[str, str]:
     tests = {}
     for grade_id, cell in cells_by_id(notebook).items():
         if grade_id.startswith(TEST_PREFIX):
-            tests[grade_id] = cell.source.split(HIDDEN_BEGIN)[0].rstrip()
+            tests[grade_id] = remove_hidden_regions(cell.source).rstrip()
     return tests
 
 

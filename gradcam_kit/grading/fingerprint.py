@@ -33,7 +33,7 @@ from gradcam_kit.course import Course
 __all__ = ["GradingInputs", "engine_files"]
 
 OUTSIDE_GRADING = frozenset({
-    "__init__.py", "__main__.py", "grading/__init__.py", "grading/fingerprint.py",
+    "__init__.py", "__main__.py", "grading/__init__.py",
     # the instructor's commands around grading, and where the course's files are
     "cli.py", "demo.py", "release.py", "bundle.py", "stubs.py", "leaks.py", "images.py", "lms.py", "progress.py",
     "course.py",
