@@ -8,6 +8,7 @@ image, possibly resized.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, replace
 
 from gradcam_kit.wire.frames import ModelSpec
@@ -44,7 +45,7 @@ class ImageRef:
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            height, width = (int(side) for side in self.size)
+            height, width = (operator.index(side) for side in self.size)  # an int, never a rounded float
             if height < 1 or width < 1:
                 raise ValueError(f"an image size must be positive, not {self.size}")
             object.__setattr__(self, "size", (height, width))  # plain ints: a stable repr

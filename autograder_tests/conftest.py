@@ -18,6 +18,7 @@ same model gives bitwise the same activations and gradients in both processes.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterator, cast
@@ -59,9 +60,13 @@ def points_from_source(notebook: Path) -> dict[str, float]:
     Raises
     ------
     pytest.UsageError
-        Naming ``notebook``, when a graded test cell is missing or its points are not a finite number:
-        the judge grades nothing rather than give points it cannot count.
+        Naming ``notebook``, when it cannot be read, a graded test cell is missing or its points are
+        not a finite number: the judge grades nothing rather than give points it cannot count.
     """
+    try:
+        json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise pytest.UsageError(f"the source notebook {notebook} cannot be read ({type(error).__name__})") from None
     points = {name: value for name, value in test_points(notebook).items() if name in TESTS}
     missing = [name for name in TESTS if name not in points]
     if missing:

@@ -66,7 +66,7 @@ def generate_release(course: Course) -> None:
         When the source notebook is missing, nbgrader fails or refuses (the message says what and
         what to do), or the release does not pass the checks.
     """
-    from gradcam_kit.grading.gradebook import load_nbgrader_config
+    from gradcam_kit.grading.nbgrader_settings import load_nbgrader_config
     from gradcam_kit.leaks import release_leaks
 
     if not course.source_notebook.is_file():
@@ -142,7 +142,7 @@ def _graded_cells_changed(course: Course) -> tuple[list[str], list[str]]:
     try:
         from nbgrader.api import Gradebook
 
-        from gradcam_kit.grading.gradebook import NOTEBOOK_ID, NbgraderSettings
+        from gradcam_kit.grading.nbgrader_settings import NOTEBOOK_ID, NbgraderSettings
 
         settings = NbgraderSettings.of(course)
         with Gradebook(settings.db_url, settings.course_id) as gradebook:

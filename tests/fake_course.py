@@ -344,7 +344,7 @@ def gradebook_scores(course: Course) -> dict[str, dict[str, float | None]]:
     """``{student: {cell: auto_score}}`` for every submission in the course's gradebook."""
     from nbgrader.api import Gradebook
 
-    from gradcam_kit.grading.gradebook import NbgraderSettings
+    from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 
     settings = NbgraderSettings.of(course)
     with Gradebook(settings.db_url, settings.course_id) as gradebook:

@@ -17,7 +17,8 @@ from fake_course import gradebook_scores, kit_env, nbgrader, read_json, runs, su
 
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, GradesFolder
 from gradcam_kit.grading.batch import grade_course
-from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, NbgraderSettings, StudentGrades
+from gradcam_kit.grading.gradebook import GradebookError, GradebookWriter, StudentGrades
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.host.isolation import available_isolation
 
 
@@ -292,7 +293,7 @@ def test_formgrader_sees_the_submissions_as_autograded(fake_course):
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    from gradcam_kit.grading.gradebook import NbgraderSettings
+    from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 
     submit(fake_course, "alice")
     submit(fake_course, "bob", bugs=("grad_cam",))

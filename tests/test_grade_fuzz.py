@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradcam_kit.course import NOTEBOOK, Course, GradesFolder
-from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
+from gradcam_kit.grading.gradebook import GradebookWriter
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.grading.judge_launch import JudgedSubmission
 from gradcam_kit.grading.planning import Problem, Submission, inspect_submission
 from gradcam_kit.grading.recorder import StudentRecorder

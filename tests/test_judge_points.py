@@ -81,3 +81,13 @@ def test_points_that_are_not_a_finite_number_are_a_usage_error_naming_the_notebo
     with pytest.raises(pytest.UsageError, match="test_channel_weights") as error:
         points_from_source(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("content", [b"{ not json", b"\xff\xfe binary", None])
+def test_a_source_that_cannot_be_read_is_a_usage_error_that_says_so(tmp_path, content):
+    path = tmp_path / "source.ipynb"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(pytest.UsageError, match="cannot be read") as error:
+        points_from_source(path)
+    assert str(path) in str(error.value)

@@ -24,7 +24,7 @@ import pytest
 from gradcam_kit.contract import ALLOW_PLAIN_AUTOGRADE_ENV as ALLOW_ENV
 from gradcam_kit.course import ASSIGNMENT, NOTEBOOK, Course
 from gradcam_kit.grading.batch import grade_course
-from gradcam_kit.grading.gradebook import NbgraderSettings
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.release import generate_release
 from fake_course import REPO_ROOT, gradebook_scores, kit_env, submit, tree_hashes
 

@@ -18,7 +18,7 @@ import pytest
 
 from gradcam_kit.course import ASSIGNMENT, HELPER_MODULE, NOTEBOOK, Course
 from gradcam_kit.errors import KitError
-from gradcam_kit.grading.gradebook import load_nbgrader_config
+from gradcam_kit.grading.nbgrader_settings import load_nbgrader_config
 from gradcam_kit.contract import GRADED_FUNCTIONS
 from gradcam_kit.leaks import (
     NbgraderMarkers,
@@ -250,7 +250,7 @@ def test_a_question_with_nbgrader_s_stock_answer_cell_is_released(course, tmp_pa
 def test_a_refused_release_leaves_release_and_says_what_to_do(course, tmp_path):
     from nbgrader.api import Gradebook
 
-    from gradcam_kit.grading.gradebook import NbgraderSettings
+    from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 
     scratch = full_scratch_course(course, tmp_path / "course")
     settings = NbgraderSettings.of(scratch)

@@ -28,7 +28,6 @@ from gradcam_kit.contract import GRADED_FUNCTIONS, IMAGES_DIR_ENV, SETUP_PREFIX,
 from gradcam_kit.hidden_regions import remove_hidden_regions
 
 
-
 def meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 

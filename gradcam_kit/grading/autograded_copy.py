@@ -24,7 +24,7 @@ from nbformat import NotebookNode
 
 from gradcam_kit.course import ASSIGNMENT, Course
 from gradcam_kit.fsutil import write_atomically
-from gradcam_kit.grading.gradebook import NOTEBOOK_ID, NbgraderSettings, grade_id
+from gradcam_kit.grading.nbgrader_settings import NOTEBOOK_ID, NbgraderSettings, grade_id
 from gradcam_kit.judge_results import JudgeResults
 
 __all__ = ["WRAP_COLUMNS", "SanitizedNotebook", "annotate_tests", "copy_assignment_files", "edited_locked_cells",

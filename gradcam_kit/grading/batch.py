@@ -38,9 +38,10 @@ from gradcam_kit.grading.batch_summary import (
     resume_command,
 )
 from gradcam_kit.grading.fingerprint import GradingInputs
-from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings
+from gradcam_kit.grading.gradebook import GradebookWriter
 from gradcam_kit.grading.interrupts import InterruptLatch
 from gradcam_kit.grading.judge_runner import JudgeRunner, discard, remove_own_work, remove_stale_work
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.grading.planning import StudentOutcome, Submission, plan
 from gradcam_kit.grading.recorder import StudentRecorder, column_order, read_notebook
 from gradcam_kit.grading.recording import GraderError, NotGraded

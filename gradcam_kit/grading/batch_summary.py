@@ -8,7 +8,7 @@ from typing import Iterable, Mapping, Sequence, TextIO
 
 from gradcam_kit.course import Course, GradesFolder
 from gradcam_kit.grading import reports
-from gradcam_kit.grading.gradebook import NbgraderSettings
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.grading.planning import Plan, StudentOutcome
 from gradcam_kit.safe_text import shown_line
 

@@ -43,7 +43,7 @@ OUTSIDE_GRADING = frozenset({
     "grading/batch.py", "grading/batch_summary.py", "grading/planning.py", "grading/resources.py",
     "grading/judge_launch.py", "grading/judge_runner.py", "grading/status_reader.py", "grading/recorder.py",
     "grading/recording.py", "grading/recording_steps.py", "grading/grades_csv.py", "grading/gradebook.py",
-    "grading/autograded_copy.py",
+    "grading/autograded_copy.py", "grading/nbgrader_settings.py",
     "grading/reports.py",
     "grading/interrupts.py",
     # the exploration cells (for formgrader: they earn no points), in the grader and in the worker

@@ -9,8 +9,8 @@ per answer cell.
 The scores of the test cells come from the judge (``autograder_tests``), which ran the student
 code in its sandboxed worker; the written answers get what nbgrader's ``SaveAutoGrades`` would give
 them (zero when left untouched, else "needs manual grading"). Each student's writes form one
-database transaction. Also here: the course's nbgrader configuration (:class:`NbgraderSettings`)
-and the submission time (:func:`read_timestamp`).
+database transaction. Also here: the submission time (:func:`read_timestamp`). Where the gradebook
+is, and the course's nbgrader configuration: :mod:`gradcam_kit.grading.nbgrader_settings`.
 """
 
 from __future__ import annotations
@@ -21,66 +21,18 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from nbformat import NotebookNode
-from traitlets.config import Config
-from traitlets.config.loader import PyFileConfigLoader
 
 from gradcam_kit.contract import TEST_PREFIX
-from gradcam_kit.course import ASSIGNMENT, CONFIG_FILE, NOTEBOOK, Course
+from gradcam_kit.course import ASSIGNMENT
 from gradcam_kit.errors import KitError
+from gradcam_kit.grading.nbgrader_settings import NOTEBOOK_ID, NbgraderSettings, grade_id, sqlite_path
 from gradcam_kit.safe_text import shown_line
 
-NOTEBOOK_ID = Path(NOTEBOOK).stem
 NO_RESPONSE = "No response."
 
 
 class GradebookError(Exception):
     """Writing one student's grades failed; nothing of it was kept."""
-
-
-def sqlite_path(db_url: str) -> Path | None:
-    """The file of an SQLite database URL (``sqlite:///path``), or ``None`` for another database."""
-    prefix = "sqlite:///"
-    if not db_url.startswith(prefix) or db_url[len(prefix):] in ("", ":memory:"):
-        return None
-    return Path(db_url[len(prefix):])
-
-
-# ---------------------------------------------------------------------------------------------
-# nbgrader's configuration of the course
-# ---------------------------------------------------------------------------------------------
-def load_nbgrader_config(course: Course) -> Config:
-    """The traitlets configuration in the course's ``nbgrader_config.py``.
-
-    Raises
-    ------
-    KitError
-        When the file cannot be executed (its error is quoted).
-    """
-    loader = PyFileConfigLoader(CONFIG_FILE, path=str(course.root))
-    try:
-        config = loader.load_config()
-    except Exception as error:  # a syntax error or any exception raised by the file
-        raise KitError(f"{course.root / CONFIG_FILE}: cannot be read ({type(error).__name__}: {error})") from error
-    if "root" not in config.CourseDirectory:
-        config.CourseDirectory.root = str(course.root)
-    return config
-
-
-@dataclass(frozen=True)
-class NbgraderSettings:
-    """Where nbgrader keeps the gradebook of the course, and under which course id."""
-
-    db_url: str
-    course_id: str
-    config: Config
-
-    @classmethod
-    def of(cls, course: Course) -> "NbgraderSettings":
-        from nbgrader.coursedir import CourseDirectory
-
-        config = load_nbgrader_config(course)
-        coursedir = CourseDirectory(config=config)
-        return cls(db_url=coursedir.db_url, course_id=coursedir.course_id, config=config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,12 +247,6 @@ def read_timestamp(folder: Path) -> tuple[datetime | None, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
-def grade_id(cell: NotebookNode) -> str:
-    """The cell's ``grade_id``; ``""`` when it has none."""
-    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-    return grade_id if isinstance(grade_id, str) else ""
-
-
 def test_cells(notebook: NotebookNode) -> Iterator[str]:
     """The ``grade_id`` of the autograded test cells, in notebook order."""
     for cell in notebook.cells:

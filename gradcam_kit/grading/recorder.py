@@ -18,9 +18,10 @@ import nbformat
 
 from gradcam_kit.course import Course, GradesFolder
 from gradcam_kit.grading.fingerprint import GradingInputs
-from gradcam_kit.grading.gradebook import GradebookWriter, NbgraderSettings, test_cells
+from gradcam_kit.grading.gradebook import GradebookWriter, test_cells
 from gradcam_kit.grading.grades_csv import GradesCsv
 from gradcam_kit.grading.judge_launch import JudgedSubmission
+from gradcam_kit.grading.nbgrader_settings import NbgraderSettings
 from gradcam_kit.grading.recording import RecordingStep, StudentRecord
 from gradcam_kit.grading.recording_steps import STEPS
 from gradcam_kit.host.isolation import IsolationChoice

@@ -12,10 +12,10 @@ from typing import Mapping
 
 from gradcam_kit.program import SubmissionProgram
 
-__all__ = ["failed_setup", "grader_at_fault", "not_run", "skipped_cell", "student_cell_before"]
+__all__ = ["failed_setup", "grader_at_fault", "not_run_message", "skipped_cell_message"]
 
 
-def student_cell_before(program: SubmissionProgram, grade_id: str | None) -> bool:
+def _student_cell_before(program: SubmissionProgram, grade_id: str | None) -> bool:
     """Whether a cell of the student's runs before the cell ``grade_id`` (a setup cell)."""
     for cell in program.cells:
         if cell.grade_id == grade_id:
@@ -28,7 +28,7 @@ def student_cell_before(program: SubmissionProgram, grade_id: str | None) -> boo
 def grader_at_fault(program: SubmissionProgram, grade_id: str | None) -> bool:
     """Whether a worker lost while running the cell ``grade_id`` (``None``: while starting) is the
     grader's fault: nothing of the student's had run yet."""
-    return grade_id is None or (grade_id not in program.functions and not student_cell_before(program, grade_id))
+    return grade_id is None or (grade_id not in program.functions and not _student_cell_before(program, grade_id))
 
 
 def failed_setup(program: SubmissionProgram, errors: Mapping[str, str]) -> str | None:
@@ -42,7 +42,7 @@ def failed_setup(program: SubmissionProgram, errors: Mapping[str, str]) -> str |
     return None
 
 
-def skipped_cell(grade_id: str, reason: str, *, hint: bool) -> str:
+def skipped_cell_message(grade_id: str, reason: str, *, hint: bool) -> str:
     """What the student reads about a graded cell skipped because its worker was lost loading it
     (``hint``: the worker was lost, not stopped at a limit it reported)."""
     said = f"The cell `{grade_id}` {reason} while the notebook was loading, so it was not run"
@@ -52,6 +52,6 @@ def skipped_cell(grade_id: str, reason: str, *, hint: bool) -> str:
     return said + "."
 
 
-def not_run(reason: str) -> str:
+def not_run_message(reason: str) -> str:
     """What the student reads when the notebook could not be run at all."""
     return f"The grader could not run your notebook: {reason}"

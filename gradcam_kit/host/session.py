@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gradcam_kit.contract import weights_policy
-from gradcam_kit.host.blame import failed_setup, grader_at_fault, not_run, skipped_cell, student_cell_before
+from gradcam_kit.host.blame import failed_setup, grader_at_fault, not_run_message, skipped_cell_message
 from gradcam_kit.host.channel import ChannelBroken
 from gradcam_kit.host.isolation import session_level
 from gradcam_kit.host.launcher import Launcher, RunningWorker, course_root_of, resolved_policy
@@ -171,7 +171,7 @@ class WorkerSession:
                                     list(self.program.notes), self._fatal, self.isolation_level, 0.0)
             return self._load
         if self._unavailable is not None:
-            self._fatal = not_run(f"{self._unavailable}.")
+            self._fatal = not_run_message(f"{self._unavailable}.")
             self._fault = Failure.GRADER
             answer = None
         else:
@@ -340,11 +340,11 @@ class WorkerSession:
                     reason = loaded.failed_reason or f"it hit a limit ({loaded.restart})"
                     self._stop(polite=False)
                     if cell in functions and cell not in self._skip:
-                        self._skip[cell] = skipped_cell(cell, reason, hint=False)
+                        self._skip[cell] = skipped_cell_message(cell, reason, hint=False)
                         continue
-                    self._fatal = not_run(reason)
-                    grader_fault = cell not in functions and not student_cell_before(self.program, cell)
-                    self._fault = Failure.GRADER if grader_fault else None
+                    self._fatal = not_run_message(reason)
+                    # (an honest worker always names the cell it stopped in)
+                    self._fault = Failure.GRADER if cell is not None and grader_at_fault(self.program, cell) else None
                     return None
                 self._defined = dict(loaded.defined)
                 self._errors = dict(loaded.errors)
@@ -353,10 +353,10 @@ class WorkerSession:
                 self._stop(polite=False)
                 current = progress[-1] if progress else None
                 if current in functions and current not in self._skip:
-                    self._skip[current] = skipped_cell(current, lost.reason, hint=True)
+                    self._skip[current] = skipped_cell_message(current, lost.reason, hint=True)
                     continue
                 where = f"while running the cell `{current}`" if current else "while starting"
-                self._fatal = not_run(f"it {lost.reason} {where}.")
+                self._fatal = not_run_message(f"it {lost.reason} {where}.")
                 if grader_at_fault(self.program, current):
                     self._fault = Failure.GRADER
                 return None
