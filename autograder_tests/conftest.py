@@ -63,13 +63,13 @@ def points_from_source(notebook: Path) -> dict[str, float]:
         Naming ``notebook``, when it cannot be read, a graded test cell is missing or its points are
         not a finite number: the judge grades nothing rather than give points it cannot count.
     """
-    try:
-        json.loads(notebook.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise pytest.UsageError(f"the source notebook {notebook} cannot be read ({type(error).__name__})") from None
     points = {name: value for name, value in test_points(notebook).items() if name in TESTS}
     missing = [name for name in TESTS if name not in points]
     if missing:
+        try:  # test_points never raises: say whether the file itself is the problem
+            json.loads(notebook.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise pytest.UsageError(f"the source notebook {notebook} cannot be read ({type(error).__name__})") from None
         raise pytest.UsageError(f"the source notebook {notebook} has no graded test cell {missing}")
     wrong = [name for name, value in points.items() if not math.isfinite(value)]
     if wrong:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 import nbformat
 from nbformat import NotebookNode
 
+from gradcam_kit.grading import nbgrader_settings
 from gradcam_kit.safe_text import without_controls
 from gradcam_kit.wire.failures import LIMIT_FAILURES
 
@@ -327,16 +328,16 @@ def annotate_exploration(notebook: NotebookNode, report: ExplorationReport) -> N
     the cell failed, hit a limit or was not run."""
     by_id = {cell.grade_id: cell for cell in report.cells}
     for cell in notebook.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.cell_type != "code" or grade_id not in by_id:
+        name = nbgrader_settings.grade_id(cell)
+        if cell.cell_type != "code" or name not in by_id:
             continue
-        found = by_id[grade_id]
+        found = by_id[name]
         outputs = []
         for output in found.outputs:
             if output.kind == "png":
                 outputs.append(nbformat.v4.new_output("display_data", data={
                     "image/png": base64.b64encode(output.png).decode("ascii"),
-                    "text/plain": f"<a figure drawn by {grade_id}>"}))
+                    "text/plain": f"<a figure drawn by {name}>"}))
             else:
                 outputs.append(nbformat.v4.new_output("stream", name=output.name, text=output.text))
         if found.note:

@@ -23,12 +23,13 @@ __all__ = ["REWRITES", "VARIANTS", "Rewrite", "Variant"]
 
 @dataclass(frozen=True)
 class Variant:
-    """A correct submission in another style: whole cells replaced.
+    """A correct submission in another style (also each of :data:`gradcam_kit.grading.styles.CORRECT`).
 
     Attributes
     ----------
     name : str
     cells : mapping of grade_id to source
+        The function cells it replaces, whole, in the solution.
     description : str
     """
 

@@ -26,6 +26,7 @@ from nbformat import NotebookNode
 from gradcam_kit.contract import GRADED_FUNCTIONS, test_name
 from gradcam_kit.course import NOTEBOOK, Course
 from gradcam_kit.errors import KitError
+from gradcam_kit.grading import nbgrader_settings
 from gradcam_kit.grading.sample_corpus import REWRITES, VARIANTS
 from gradcam_kit.grading.sample_mutations import MUTATIONS, Mutation
 
@@ -74,10 +75,6 @@ class Sample:
     description: str
 
 
-def _grade_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
 def _is_solution_code(cell: NotebookNode) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.cell_type == "code" and bool(meta.get("solution")) and bool(meta.get("grade_id"))
@@ -91,7 +88,8 @@ def solution_sources(source: NotebookNode) -> dict[str, str]:
     dict
         ``grade_id -> code``: the cell's text without its ``### BEGIN/END SOLUTION`` lines.
     """
-    return {str(_grade_id(cell)): _MARKER.sub("", cell.source) for cell in source.cells if _is_solution_code(cell)}
+    return {nbgrader_settings.grade_id(cell): _MARKER.sub("", cell.source)
+            for cell in source.cells if _is_solution_code(cell)}
 
 
 def release_notebook(course: Course) -> NotebookNode:
@@ -118,7 +116,7 @@ def with_cells(notebook: NotebookNode, cells: Mapping[str, str]) -> NotebookNode
     """
     result = copy.deepcopy(notebook)
     for grade_id, text in cells.items():
-        found = [cell for cell in result.cells if _grade_id(cell) == grade_id]
+        found = [cell for cell in result.cells if nbgrader_settings.grade_id(cell) == grade_id]
         if len(found) != 1:
             raise SampleError(f"the notebook has {len(found)} cells with grade id {grade_id!r}")
         found[0].source = text
@@ -131,7 +129,7 @@ def with_cells(notebook: NotebookNode, cells: Mapping[str, str]) -> NotebookNode
 def solution_notebook(release: NotebookNode, source: NotebookNode) -> NotebookNode:
     """The release with the stub of every solution code cell replaced by the source's solution."""
     sources = solution_sources(source)
-    present = {_grade_id(cell) for cell in release.cells}
+    present = {nbgrader_settings.grade_id(cell) for cell in release.cells}
     return with_cells(release, {grade_id: text for grade_id, text in sources.items() if grade_id in present})
 
 
@@ -143,7 +141,7 @@ def mutate(solution: NotebookNode, mutation: Mutation) -> NotebookNode:
     SampleError
         When an edit's text does not occur exactly once in the cell.
     """
-    cell = next((c for c in solution.cells if _grade_id(c) == mutation.function), None)
+    cell = next((c for c in solution.cells if nbgrader_settings.grade_id(c) == mutation.function), None)
     if cell is None:
         raise SampleError(f"mutation {mutation.name}: no cell {mutation.function!r}")
     text = cell.source

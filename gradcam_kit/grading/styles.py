@@ -4,45 +4,28 @@ The notebook's visible tests must pass every correct style (they are never stric
 judge), and the judge must accept every one (``tests/test_visible_tests.py`` checks both). Their
 counterpart, the typical bugs that both must report, is :mod:`gradcam_kit.grading.typical_bugs`.
 
-Each :class:`Style` replaces whole function cells of the solution (by ``grade_id``): a style that
+Each style is a :class:`~gradcam_kit.grading.sample_corpus.Variant`, as the corpus's correct
+submissions are: it replaces whole function cells of the solution (by ``grade_id``), and a style that
 needs a matching helper (``grad_cam`` reading what its own ``register_gradcam_hooks`` keeps, say)
-replaces both cells. The correct submissions of :data:`gradcam_kit.grading.sample_corpus.VARIANTS` are
-correct styles too; the visible-test check takes them from there.
+replaces both cells. The corpus's :data:`~gradcam_kit.grading.sample_corpus.VARIANTS` are correct
+styles too; the visible-test check takes them from there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+from gradcam_kit.grading.sample_corpus import Variant
 
-__all__ = ["CORRECT", "Style"]
-
-
-@dataclass(frozen=True)
-class Style:
-    """A correct way to write one or more of the functions.
-
-    Attributes
-    ----------
-    name : str
-    cells : mapping of grade_id to source
-        The function cells it replaces in the solution.
-    description : str
-    """
-
-    name: str
-    cells: Mapping[str, str]
-    description: str
+__all__ = ["CORRECT"]
 
 
 # ----------------------------------------------------------------------------------------------
 # correct styles
 # ----------------------------------------------------------------------------------------------
-def _style(name: str, description: str, **cells: str) -> Style:
-    return Style(name, cells, description)
+def _style(name: str, description: str, **cells: str) -> Variant:
+    return Variant(name, cells, description)
 
 
-CORRECT: tuple[Style, ...] = (
+CORRECT: tuple[Variant, ...] = (
     # --- register_gradcam_hooks ----------------------------------------------------------------
     _style("hooks_return_a_clone", "the forward hook returns a clone, which the model uses instead (pre_relu)",
            register_gradcam_hooks='''\
